@@ -1,0 +1,1 @@
+"""cloaca's load benchmarks (never imported by the tests)."""

@@ -1,0 +1,245 @@
+"""One attempt of one task: the task invocation protocol of API.md 4.4 and 4.9.
+
+``run_attempt`` calls the user's function with a fresh ``Context`` built from the
+input JSON, validates what it returns, runs the callbacks and hands back an
+``AttemptResult``. Sync functions (and their callbacks) run in one worker-thread
+hop; ``async def`` functions are awaited on the loop. Timeouts follow API.md 4.8
+with section 0 item 7: an async attempt is cancelled at the deadline; a sync
+attempt is failed at the deadline and its thread's late result is discarded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+import structlog
+
+from cloaca.context import Context, decode_context_data, encode_context_data
+from cloaca.task import TaskSpec
+
+logger = structlog.get_logger(__name__)
+
+TASK_ERROR_PREFIX = "Python task execution failed: "
+"""API.md 4.4: the error text of a task that raised."""
+
+
+class AttemptResult(msgspec.Struct, frozen=True):
+    """The outcome of one attempt: ``output_json`` on success, else ``error``."""
+
+    output_json: str | None = None
+    error: str | None = None
+    timed_out: bool = False
+
+
+def error_text(exc: BaseException) -> str:
+    """API.md 4.4: ``Python task execution failed: <Type>: <message>``."""
+    return f"{TASK_ERROR_PREFIX}{type(exc).__name__}: {exc}"
+
+
+def timeout_text(task_id: str, seconds: float) -> str:
+    """The error of an attempt that exceeded ``task_timeout_seconds`` (transient)."""
+    return f"Task timeout: task '{task_id}' exceeded the timeout of {seconds:g}s"
+
+
+def report_callback_failure(kind: str, task_id: str, exc: BaseException) -> None:
+    """API.md 4.9: callback errors are reported on stderr and never fail the task."""
+    print(
+        f"[cloaca] {kind} callback failed for task '{task_id}': "
+        f"{type(exc).__name__}: {exc}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class _Pending:
+    """A value the worker thread could not finish: an awaitable for the loop."""
+
+    __slots__ = ("awaitable", "kind")
+
+    def __init__(self, kind: str, awaitable: Awaitable[Any]) -> None:
+        self.kind = kind
+        self.awaitable = awaitable
+
+
+def _output_of(
+    result: Any, input_json: str, task_id: str
+) -> tuple[str | None, str | None]:
+    """API.md 4.4 return-value rules: (output_json, error)."""
+    if isinstance(result, Context):
+        return encode_context_data(result._data), None
+    if result is None:
+        # The input exactly as delivered: in-place mutations are discarded.
+        return input_json, None
+    return None, (
+        f"{TASK_ERROR_PREFIX}TypeError: task '{task_id}' returned "
+        f"{type(result).__name__}; a task must return a Context or None"
+    )
+
+
+def _call_callback(
+    kind: str, callback: Callable[..., Any], spec: TaskSpec, *args: Any
+) -> Awaitable[Any] | None:
+    try:
+        value = callback(spec.id, *args)
+    except Exception as exc:
+        report_callback_failure(kind, spec.id, exc)
+        return None
+    return value if inspect.isawaitable(value) else None
+
+
+async def _await_callback(kind: str, spec: TaskSpec, awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        report_callback_failure(kind, spec.id, exc)
+
+
+def _run_sync(
+    spec: TaskSpec, input_json: str, abandoned: threading.Event
+) -> AttemptResult | _Pending:
+    """The whole attempt of a sync task, in a worker thread."""
+    ctx = Context._from_owned(decode_context_data(input_json))
+    try:
+        result = spec.function(ctx)
+    except Exception as exc:
+        return _failure_sync(spec, exc, input_json)
+    if inspect.isawaitable(result):
+        return _Pending("result", result)
+    output, error = _output_of(result, input_json, spec.id)
+    if error is not None:
+        return AttemptResult(error=error)
+    if spec.on_success is not None and not abandoned.is_set():
+        pending = _call_callback(
+            "on_success",
+            spec.on_success,
+            spec,
+            Context._from_owned(decode_context_data(output or "{}")),
+        )
+        if pending is not None:
+            return _Pending("on_success:" + (output or "{}"), pending)
+    return AttemptResult(output_json=output)
+
+
+def _failure_sync(spec: TaskSpec, exc: BaseException, input_json: str) -> AttemptResult:
+    error = error_text(exc)
+    if spec.on_failure is not None:
+        pending = _call_callback(
+            "on_failure",
+            spec.on_failure,
+            spec,
+            error,
+            Context._from_owned(decode_context_data(input_json)),
+        )
+        if pending is not None:
+            # An async on_failure of a sync task: close it; it cannot be awaited
+            # from the worker thread, and its failure must not be silent.
+            report_callback_failure(
+                "on_failure", spec.id, TypeError("async callback of a sync task")
+            )
+            if inspect.iscoroutine(pending):
+                pending.close()
+    return AttemptResult(error=error)
+
+
+async def _finish_async(spec: TaskSpec, result: Any, input_json: str) -> AttemptResult:
+    output, error = _output_of(result, input_json, spec.id)
+    if error is not None:
+        return AttemptResult(error=error)
+    if spec.on_success is not None:
+        pending = _call_callback(
+            "on_success",
+            spec.on_success,
+            spec,
+            Context._from_owned(decode_context_data(output or "{}")),
+        )
+        if pending is not None:
+            await _await_callback("on_success", spec, pending)
+    return AttemptResult(output_json=output)
+
+
+async def _failure_async(
+    spec: TaskSpec, exc: BaseException, input_json: str
+) -> AttemptResult:
+    error = error_text(exc)
+    if spec.on_failure is not None:
+        pending = _call_callback(
+            "on_failure",
+            spec.on_failure,
+            spec,
+            error,
+            Context._from_owned(decode_context_data(input_json)),
+        )
+        if pending is not None:
+            await _await_callback("on_failure", spec, pending)
+    return AttemptResult(error=error)
+
+
+async def _run_async(spec: TaskSpec, input_json: str) -> AttemptResult:
+    ctx = Context._from_owned(decode_context_data(input_json))
+    try:
+        result = spec.function(ctx)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:
+        return await _failure_async(spec, exc, input_json)
+    return await _finish_async(spec, result, input_json)
+
+
+async def run_attempt(
+    spec: TaskSpec,
+    input_json: str,
+    *,
+    time_limit: float | None,
+    limiter: anyio.CapacityLimiter,
+) -> AttemptResult:
+    """Run one attempt of ``spec`` on ``input_json`` within ``time_limit`` seconds."""
+    if spec.is_async:
+        with anyio.move_on_after(time_limit) as scope:
+            return await _run_async(spec, input_json)
+        return AttemptResult(
+            error=timeout_text(spec.id, time_limit or 0), timed_out=True
+        )
+
+    abandoned = threading.Event()
+    outcome: AttemptResult | _Pending | None = None
+    with anyio.move_on_after(time_limit) as scope:
+        outcome = await anyio.to_thread.run_sync(
+            _run_sync,
+            spec,
+            input_json,
+            abandoned,
+            limiter=limiter,
+            abandon_on_cancel=True,
+        )
+        if isinstance(outcome, _Pending):
+            outcome = await _resume_pending(spec, outcome, input_json)
+    if scope.cancelled_caught or outcome is None:
+        abandoned.set()
+        logger.warning(
+            "task.attempt.abandoned_thread", task=spec.name, timeout_s=time_limit
+        )
+        return AttemptResult(
+            error=timeout_text(spec.id, time_limit or 0), timed_out=True
+        )
+    return outcome
+
+
+async def _resume_pending(
+    spec: TaskSpec, pending: _Pending, input_json: str
+) -> AttemptResult:
+    """Finish on the loop what a sync task left awaitable."""
+    if pending.kind == "result":
+        try:
+            result = await pending.awaitable
+        except Exception as exc:
+            return await _failure_async(spec, exc, input_json)
+        return await _finish_async(spec, result, input_json)
+    await _await_callback("on_success", spec, pending.awaitable)
+    return AttemptResult(output_json=pending.kind.partition(":")[2])

@@ -1,0 +1,245 @@
+"""The Executor and its supervised task actors.
+
+Each task attempt is one ``TaskActor``: a transient child of the task supervisor
+(``one_for_one``). A failed attempt is a crash of its actor; the supervisor's
+restart decider consults the task's ``RetryPolicy`` (attempt budget, retry
+condition, backoff with jitter and cap), tells the scheduler whether and when the
+task will run again, and restarts the actor after the backoff. The restarted
+incarnation runs the next attempt. ``max_concurrent_tasks`` bounds attempts in
+flight through one capacity limiter shared by every task actor.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import anyio
+import msgspec
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from actors import (
+    Actor,
+    ActorRef,
+    ChildSpec,
+    Crashed,
+    ExitReason,
+    Restart,
+    RestartDecision,
+    ShutdownPolicy,
+    Supervisor,
+    SupervisorFlags,
+)
+from cloaca import registry
+from cloaca.retry import RetryPolicy
+from cloaca.runtime.attempt import run_attempt
+from cloaca.runtime.messages import (
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    DispatchTask,
+    TaskRef,
+)
+
+logger = structlog.get_logger(__name__)
+
+
+def _now(wall_ms: int) -> datetime:
+    return datetime.fromtimestamp(wall_ms / 1000, UTC)
+
+
+class AttemptError(Exception):
+    """A task attempt failed: the crash reason of its task actor."""
+
+    def __init__(self, task: TaskRef, error: str, policy: RetryPolicy | None) -> None:
+        super().__init__(error)
+        self.task = task
+        self.error = error
+        self.policy = policy
+
+
+class _Run(msgspec.Struct, frozen=True):
+    """Sent by a task actor to itself: run the attempt now that it has started."""
+
+
+_RUN = _Run()
+
+
+class TaskActor(Actor[_Run]):
+    """One attempt of one task; a restart is the next attempt."""
+
+    mailbox_capacity: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        dispatch: DispatchTask,
+        scheduler: ActorRef[Any],
+        limiter: anyio.CapacityLimiter,
+        thread_limiter: anyio.CapacityLimiter,
+        timeout: float | None,
+    ) -> None:
+        self._dispatch = dispatch
+        self._scheduler = scheduler
+        self._limiter = limiter
+        self._thread_limiter = thread_limiter
+        self._timeout = timeout
+
+    async def on_start(self) -> None:
+        """Schedule the attempt; starting must not wait for the task body."""
+        self.ref.send_nowait(_RUN)
+
+    async def handle(self, message: _Run) -> None:
+        """Run the attempt and report it; a failure crashes this actor."""
+        first = self._dispatch.task
+        task = msgspec.structs.replace(
+            first, attempt=first.attempt + self.incarnation - 1
+        )
+        async with self._limiter:
+            spec = registry.get_task(task.task_name)
+            self._scheduler.send_nowait(
+                AttemptStarted(task=task, at=_now(self.clock.wall_ms()))
+            )
+            if spec is None:
+                # API.md 4.14: a task whose function is not registered fails for good.
+                raise AttemptError(task, f"Task not found: {task.task_name}", None)
+            with bound_contextvars(
+                execution_id=str(task.execution_id),
+                task=task.task_name,
+                attempt=task.attempt,
+            ):
+                result = await run_attempt(
+                    spec,
+                    self._dispatch.input_json,
+                    time_limit=self._timeout,
+                    limiter=self._thread_limiter,
+                )
+                logger.debug(
+                    "task.attempt.finished",
+                    outcome="ok" if result.error is None else "failed",
+                    timed_out=result.timed_out,
+                )
+        if result.output_json is not None:
+            self._scheduler.send_nowait(
+                AttemptSucceeded(
+                    task=task,
+                    output_json=result.output_json,
+                    at=_now(self.clock.wall_ms()),
+                )
+            )
+            self.stop()
+            return
+        raise AttemptError(task, result.error or "unknown error", spec.retry_policy)
+
+
+class TaskSupervisor(Supervisor):
+    """Supervises task actors; restarts them per each task's retry policy."""
+
+    def __init__(
+        self, scheduler: Callable[[], ActorRef[Any]], rng: random.Random
+    ) -> None:
+        super().__init__(
+            (), SupervisorFlags(intensity=1_000_000, period=1.0), decider=self._decide
+        )
+        self._scheduler = scheduler
+        self._rng = rng
+        self._dispatches: dict[str, DispatchTask] = {}
+
+    def remember(self, child_id: str, dispatch: DispatchTask) -> None:
+        """Keep the dispatch of a running child, for crashes that are not attempts."""
+        self._dispatches[child_id] = dispatch
+
+    async def _decide(
+        self, child_id: str, reason: ExitReason, incarnation: int
+    ) -> RestartDecision | None:
+        if not isinstance(reason, Crashed):
+            self._dispatches.pop(child_id, None)
+            return RestartDecision(restart=False)
+        at = _now(self.clock.wall_ms())
+        exc = reason.exception
+        if isinstance(exc, AttemptError):
+            task, error, policy = exc.task, exc.error, exc.policy
+        else:
+            # The actor itself broke (not the task body): fail the task, never loop.
+            dispatch = self._dispatches.get(child_id)
+            if dispatch is None:
+                return RestartDecision(restart=False)
+            task, error, policy = (
+                dispatch.task,
+                f"{reason.error.type_name}: {reason.error.message}",
+                None,
+            )
+        retry = (
+            policy is not None
+            and task.attempt < self._dispatches.get(child_id, _NO_DISPATCH).max_attempts
+            and policy.should_retry(task.attempt, error)
+        )
+        if retry and policy is not None:
+            delay = policy.delay(task.attempt, self._rng)
+            self._scheduler().send_nowait(
+                AttemptFailed(
+                    task=task,
+                    error=error,
+                    retry_at=at + timedelta(seconds=delay),
+                    at=at,
+                )
+            )
+            return RestartDecision(restart=True, delay=delay)
+        self._dispatches.pop(child_id, None)
+        self._scheduler().send_nowait(
+            AttemptFailed(task=task, error=error, retry_at=None, at=at)
+        )
+        return RestartDecision(restart=False)
+
+
+_NO_DISPATCH = DispatchTask(
+    task=TaskRef(
+        execution_id=uuid.UUID(int=0), task_name="", row_id=uuid.UUID(int=0), attempt=1
+    ),
+    input_json="{}",
+    max_attempts=1,
+)
+
+
+class Executor(Actor[DispatchTask]):
+    """Turns dispatches into supervised task actors."""
+
+    mailbox_capacity: ClassVar[int] = 4096
+
+    def __init__(
+        self,
+        *,
+        supervisor: Callable[[], TaskSupervisor],
+        scheduler: Callable[[], ActorRef[Any]],
+        max_concurrent_tasks: int,
+        task_timeout_seconds: float | None,
+    ) -> None:
+        self._supervisor = supervisor
+        self._scheduler = scheduler
+        self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
+        self._thread_limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
+        self._timeout = task_timeout_seconds
+
+    async def handle(self, message: DispatchTask) -> None:
+        """Start one task actor for the dispatched attempt."""
+        supervisor = self._supervisor()
+        child_id = f"{message.task.execution_id}:{message.task.task_name}"
+        supervisor.remember(child_id, message)
+        scheduler = self._scheduler()
+        await supervisor.start_child(
+            ChildSpec(
+                id=child_id,
+                factory=lambda: TaskActor(
+                    message,
+                    scheduler,
+                    self._limiter,
+                    self._thread_limiter,
+                    self._timeout,
+                ),
+                restart=Restart.TRANSIENT,
+                shutdown=ShutdownPolicy.timeout(5.0),
+            )
+        )

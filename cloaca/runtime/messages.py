@@ -1,0 +1,139 @@
+"""Every message the runtime's actors exchange (frozen msgspec Structs; no logic).
+
+Journal entries (the only messages that reach the database) live in
+``cloaca.storage.journal``; here are the commands and events between actors.
+Contexts travel as compact JSON object text, so no actor shares a mutable dict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
+
+from cloaca.storage.journal import JournalEvent
+from cloaca.storage.protocol import ExecutionRow
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of the runtime's actor messages."""
+
+
+class TaskRef(msgspec.Struct, frozen=True, kw_only=True):
+    """One task of one execution, and the attempt a message is about."""
+
+    execution_id: uuid.UUID
+    task_name: str
+    row_id: uuid.UUID
+    attempt: int
+
+
+# -- to the Scheduler ------------------------------------------------------------
+
+
+class StartExecution(Message, frozen=True):
+    """Begin a new execution of ``workflow_name`` with ``context_json`` as input."""
+
+    execution_id: uuid.UUID
+    workflow_name: str
+    context_json: str
+
+
+class ResumeExecutions(Message, frozen=True):
+    """Continue executions read back from the database (recovery, restarts)."""
+
+    rows: tuple[ExecutionRow, ...]
+
+
+class AttemptStarted(Message, frozen=True):
+    """A task actor is about to call the task function."""
+
+    task: TaskRef
+    at: datetime
+
+
+class AttemptSucceeded(Message, frozen=True):
+    """The attempt returned a valid context (``output_json``)."""
+
+    task: TaskRef
+    output_json: str
+    at: datetime
+
+
+class AttemptFailed(Message, frozen=True):
+    """The attempt failed; ``retry_at`` is set when it will be retried."""
+
+    task: TaskRef
+    error: str
+    retry_at: datetime | None
+    at: datetime
+
+
+class Committed(Message, frozen=True):
+    """Persistence made every journal entry up to ``seq`` durable."""
+
+    seq: int
+
+
+class StopIntake(Message, frozen=True):
+    """Stop dispatching new attempts (``DefaultRunner.stop()``)."""
+
+
+class ResumeIntake(Message, frozen=True):
+    """Dispatch again (``DefaultRunner.start()``)."""
+
+
+SchedulerMsg = (
+    StartExecution
+    | ResumeExecutions
+    | AttemptStarted
+    | AttemptSucceeded
+    | AttemptFailed
+    | Committed
+    | StopIntake
+    | ResumeIntake
+)
+
+
+# -- to the Executor -------------------------------------------------------------
+
+
+class DispatchTask(Message, frozen=True):
+    """Run one attempt of a task with ``input_json`` as its input context."""
+
+    task: TaskRef
+    input_json: str
+    max_attempts: int
+
+
+ExecutorMsg = DispatchTask
+
+
+# -- to Persistence --------------------------------------------------------------
+
+
+class Append(Message, frozen=True):
+    """Journal ``entries``; answered by ``Committed(seq)`` to the scheduler."""
+
+    entries: tuple[JournalEvent, ...]
+    seq: int
+
+
+class Flush(Message, frozen=True):
+    """Commit everything appended so far (sent by Persistence to itself)."""
+
+
+class LoadExecutions(Message, frozen=True):
+    """Read executions back: the unfinished ones, or those with the given ids."""
+
+    ids: tuple[uuid.UUID, ...] | None = None
+
+
+PersistenceMsg = Append | Flush | LoadExecutions
+
+
+def entries_tuple(entries: Sequence[JournalEvent]) -> tuple[JournalEvent, ...]:
+    """Normalise a sequence of entries for an ``Append``."""
+    return entries if isinstance(entries, tuple) else tuple(entries)

@@ -1,0 +1,149 @@
+"""The Persistence actor: the write-ahead journal with group commit.
+
+Appends queue up in its mailbox. The first ``Append`` after a commit sends the
+actor a ``Flush`` message, which lands *behind* every append already queued; when
+the flush is handled, everything buffered so far is written in one transaction
+(``Store.apply``) and the scheduler is told ``Committed(seq)``. An idle runner
+therefore commits at once, and a busy one amortises each commit over all the
+transitions that arrived while the previous commit ran (DESIGN.md, Durability).
+
+A failed commit is retried with backoff on the clock; if the database stays
+unusable the actor crashes and the runtime supervisor restarts it and everything
+started after it (``rest_for_one``), which then rebuilds from the database.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import structlog
+
+from actors import Actor, ActorRef
+from cloaca.runtime.messages import (
+    Append,
+    Committed,
+    Flush,
+    LoadExecutions,
+    PersistenceMsg,
+)
+from cloaca.storage.errors import StorageError
+from cloaca.storage.journal import JournalEvent
+from cloaca.storage.protocol import ExecutionRow, Store
+
+logger = structlog.get_logger(__name__)
+
+COMMIT_ATTEMPTS = 5
+"""Tries per batch before the actor gives up and crashes."""
+
+
+class JournalStats:
+    """Counters that locate a performance regression (benchmarks read them)."""
+
+    __slots__ = ("batches", "commit_seconds", "entries")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.entries = 0
+        self.commit_seconds = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """Commits, mean batch size and mean commit latency in milliseconds."""
+        return {
+            "journal_commits": self.batches,
+            "journal_entries": self.entries,
+            "mean_batch_size": self.entries / self.batches if self.batches else 0.0,
+            "mean_commit_ms": 1000 * self.commit_seconds / self.batches
+            if self.batches
+            else 0.0,
+        }
+
+
+class Persistence(Actor[PersistenceMsg]):
+    """Owns the store; journals entries and answers read queries."""
+
+    # Never full: results flow up into it with send_nowait (CONVENTIONS.md 4).
+    mailbox_capacity: ClassVar[int] = math.inf  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Callable[[], ActorRef[Any]],
+        stats: JournalStats,
+    ) -> None:
+        self._store = store
+        self._scheduler = scheduler
+        self._stats = stats
+        self._buffer: list[JournalEvent] = []
+        self._buffered_seq = 0
+        self._flush_pending = False
+
+    async def handle(self, message: PersistenceMsg) -> Any:
+        """Buffer appends, commit on flush, answer loads."""
+        match message:
+            case Append(entries=entries, seq=seq):
+                self._buffer.extend(entries)
+                self._buffered_seq = max(self._buffered_seq, seq)
+                if not self._flush_pending:
+                    self._flush_pending = True
+                    self.ref.send_nowait(Flush())
+                return None
+            case Flush():
+                self._flush_pending = False
+                await self._commit()
+                return None
+            case LoadExecutions(ids=ids):
+                # Reads see everything appended before them.
+                await self._commit()
+                return await self._load(ids)
+
+    async def on_stop(self, reason: object) -> None:
+        """Write what is still buffered, so a graceful stop loses nothing."""
+        if self._buffer:
+            try:
+                await self._commit()
+            except StorageError:
+                logger.exception("journal.flush_on_stop_failed")
+
+    async def _commit(self) -> None:
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        seq = self._buffered_seq
+        delay = 0.05
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            started = time.perf_counter()
+            try:
+                await self._store.apply(batch)
+            except StorageError as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    # Nothing in this batch was acknowledged; the crash makes the
+                    # supervisor restart the scheduler, which rebuilds from what the
+                    # database holds and re-runs the unacknowledged attempts.
+                    raise
+                logger.warning(
+                    "journal.commit_failed",
+                    attempt=attempt,
+                    entries=len(batch),
+                    error=str(exc),
+                )
+                await self.clock.sleep(delay)
+                delay = min(delay * 4, 2.0)
+                continue
+            self._stats.batches += 1
+            self._stats.entries += len(batch)
+            self._stats.commit_seconds += time.perf_counter() - started
+            break
+        self._scheduler().send_nowait(Committed(seq=seq))
+
+    async def _load(self, ids: tuple[Any, ...] | None) -> list[ExecutionRow]:
+        if ids is None:
+            return await self._store.load_unfinished()
+        rows = []
+        for execution_id in ids:
+            row = await self._store.get_execution(execution_id)
+            if row is not None:
+                rows.append(row)
+        return rows

@@ -1,0 +1,431 @@
+"""The Scheduler actor: owns the DAG state of every live execution.
+
+It turns execution requests and attempt results into journal entries and
+dispatches. Write-ahead ordering: a task's result is journaled, and only after
+Persistence answers ``Committed`` are its dependents released or its execution
+reported finished (DESIGN.md, Durability). Attempt starts and retry schedules are
+journaled without waiting: the journal applies entries in order, so a later
+result can never overtake them.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import structlog
+
+from actors import Actor, ActorRef
+from cloaca import registry
+from cloaca.context import decode_context_data
+from cloaca.runtime import rules, state as st
+from cloaca.runtime.messages import (
+    Append,
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    Committed,
+    DispatchTask,
+    LoadExecutions,
+    ResumeExecutions,
+    ResumeIntake,
+    SchedulerMsg,
+    StartExecution,
+    StopIntake,
+    TaskRef,
+)
+from cloaca.runtime.outcome import ExecutionOutcome, TaskOutcome
+from cloaca.storage import journal as j
+from cloaca.storage.protocol import ExecutionRow
+from cloaca.workflow import graph_of
+
+logger = structlog.get_logger(__name__)
+
+
+def now_utc(clock_wall_ms: int) -> datetime:
+    """A clock reading as an aware UTC datetime."""
+    return datetime.fromtimestamp(clock_wall_ms / 1000, UTC)
+
+
+def max_attempts_of(task_name: str) -> int:
+    """The attempt budget of a registered task (``retry_attempts``; 0 means 1)."""
+    spec = registry.get_task(task_name)
+    if spec is None:
+        return 1
+    return max(1, spec.retry_policy.max_attempts)
+
+
+class Scheduler(Actor[SchedulerMsg]):
+    """Drives ``ExecutionState`` objects and tells the world what happened."""
+
+    # Results flow up into it with send_nowait; it must never refuse one.
+    mailbox_capacity: ClassVar[int] = math.inf  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        persistence: Callable[[], ActorRef[Any]],
+        executor: Callable[[], ActorRef[Any]],
+        on_finished: Callable[[ExecutionOutcome], None],
+        owned: set[uuid.UUID],
+    ) -> None:
+        self._persistence = persistence
+        self._executor = executor
+        self._on_finished = on_finished
+        # Shared with the runtime so a restarted scheduler knows what to rebuild.
+        self._owned = owned
+        self._executions: dict[uuid.UUID, st.ExecutionState] = {}
+        self._seq = 0
+        self._after_commit: deque[tuple[int, Callable[[], None]]] = deque()
+        self._paused = False
+        self._held: list[tuple[st.ExecutionState, st.TaskState]] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """After a restart, rebuild the executions this runner owned."""
+        if self.incarnation > 1 and self._owned:
+            rows = await self._persistence().ask(LoadExecutions(ids=tuple(self._owned)))
+            self._resume(rows)
+
+    def _now(self) -> datetime:
+        return now_utc(self.clock.wall_ms())
+
+    # -- journal ---------------------------------------------------------------
+
+    def _journal(
+        self, entries: Iterable[j.JournalEvent], then: Callable[[], None] | None = None
+    ) -> None:
+        self._seq += 1
+        self._persistence().send_nowait(Append(entries=tuple(entries), seq=self._seq))
+        if then is not None:
+            self._after_commit.append((self._seq, then))
+
+    def _committed(self, seq: int) -> None:
+        queue = self._after_commit
+        while queue and queue[0][0] <= seq:
+            queue.popleft()[1]()
+
+    # -- messages --------------------------------------------------------------
+
+    async def handle(self, message: SchedulerMsg) -> Any:
+        """Dispatch on the message type."""
+        match message:
+            case Committed(seq=seq):
+                self._committed(seq)
+            case AttemptSucceeded():
+                self._succeeded(message)
+            case AttemptStarted(task=task, at=at):
+                self._started(task, at)
+            case AttemptFailed():
+                self._failed(message)
+            case StartExecution():
+                return self._start(message)
+            case ResumeExecutions(rows=rows):
+                self._resume(rows)
+            case StopIntake():
+                self._paused = True
+            case ResumeIntake():
+                self._paused = False
+                held, self._held = self._held, []
+                for execution, task in held:
+                    self._dispatch(execution, task)
+        return None
+
+    # -- new executions --------------------------------------------------------
+
+    def _start(self, message: StartExecution) -> bool:
+        workflow = registry.get_workflow(message.workflow_name)
+        if workflow is None:
+            return False
+        graph = graph_of(workflow)
+        at = self._now()
+        tasks = []
+        new_rows = []
+        for name in graph.task_names:
+            row_id = uuid.uuid4()
+            attempts = max_attempts_of(name)
+            tasks.append(
+                st.TaskState(
+                    name=name,
+                    row_id=row_id,
+                    dependencies=graph.dependencies[name],
+                    max_attempts=attempts,
+                )
+            )
+            new_rows.append(j.NewTask(id=row_id, task_name=name, max_attempts=attempts))
+        execution = st.ExecutionState(
+            execution_id=message.execution_id,
+            workflow_name=message.workflow_name,
+            version=graph.version,
+            input_json=message.context_json,
+            started_at=at,
+            tasks=tasks,
+        )
+        self._executions[execution.id] = execution
+        self._owned.add(execution.id)
+        has_input = message.context_json != st.EMPTY_JSON
+        created = j.ExecutionCreated(
+            execution_id=execution.id,
+            pipeline_name=message.workflow_name,
+            pipeline_version=graph.version,
+            context_id=uuid.uuid4() if has_input else None,
+            context_json=message.context_json if has_input else None,
+            tasks=tuple(new_rows),
+            at=at,
+        )
+        self._journal((created,), then=lambda: self._advance(execution))
+        return True
+
+    def _resume(self, rows: Iterable[ExecutionRow]) -> None:
+        for row in rows:
+            if row.id in self._executions:
+                continue
+            execution = self._rebuild(row)
+            if execution is None:
+                continue
+            self._executions[execution.id] = execution
+            self._owned.add(execution.id)
+            self._advance(execution)
+
+    def _rebuild(self, row: ExecutionRow) -> st.ExecutionState | None:
+        workflow = registry.get_workflow(row.pipeline_name)
+        if workflow is None:
+            logger.warning(
+                "execution.workflow_unavailable",
+                execution_id=str(row.id),
+                workflow=row.pipeline_name,
+            )
+            return None
+        graph = graph_of(workflow)
+        tasks = []
+        for task_row in row.tasks:
+            status = task_row.status
+            if status == st.RUNNING:
+                # Recovery resets orphans before resuming; a Running row here is
+                # an attempt this runner lost in a restart: run it again.
+                status = st.READY
+            task = st.TaskState(
+                name=task_row.task_name,
+                row_id=task_row.id,
+                dependencies=graph.dependencies.get(task_row.task_name, ()),
+                max_attempts=max(1, task_row.max_attempts),
+                status=status,
+                attempt=max(1, task_row.attempt),
+                rule=rules.parse_rule(task_row.trigger_rules),
+            )
+            task.output_json = task_row.output_context_json or (
+                st.EMPTY_JSON if status == st.COMPLETED else None
+            )
+            task.completed_at = task_row.completed_at
+            task.started_at = task_row.started_at
+            task.error = task_row.last_error or task_row.error_details
+            tasks.append(task)
+        execution = st.ExecutionState(
+            execution_id=row.id,
+            workflow_name=row.pipeline_name,
+            version=row.pipeline_version,
+            input_json=row.context_json or st.EMPTY_JSON,
+            started_at=row.started_at,
+            tasks=tasks,
+        )
+        execution.running = row.status == st.RUNNING_EXECUTION
+        execution.recount_pending()
+        return execution
+
+    # -- progress --------------------------------------------------------------
+
+    def _advance(self, execution: st.ExecutionState) -> None:
+        """Dispatch what can start; finish the execution when nothing is left."""
+        if execution.done:
+            self._finish(execution)
+            return
+        for task in execution.startable():
+            self._dispatch(execution, task)
+
+    def _dispatch(self, execution: st.ExecutionState, task: st.TaskState) -> None:
+        if self._paused:
+            self._held.append((execution, task))
+            return
+        input_json = execution.input_json_for(task)
+        if not rules.is_always(task.rule) and not execution.rule_holds(
+            task, decode_context_data(input_json)
+        ):
+            self._skip(execution, task)
+            return
+        task.status = st.RUNNING  # dispatched: not startable again
+        ref = TaskRef(
+            execution_id=execution.id,
+            task_name=task.name,
+            row_id=task.row_id,
+            attempt=task.attempt,
+        )
+        self._executor().send_nowait(
+            DispatchTask(
+                task=ref, input_json=input_json, max_attempts=task.max_attempts
+            )
+        )
+
+    def _skip(self, execution: st.ExecutionState, task: st.TaskState) -> None:
+        at = self._now()
+        execution.mark_skipped(task, at)
+        entry = j.TaskSkipped(
+            task_execution_id=task.row_id, reason=rules.SKIP_REASON, at=at
+        )
+        self._after_terminal(execution, task, [entry])
+
+    def _lookup(self, ref: TaskRef) -> tuple[st.ExecutionState, st.TaskState] | None:
+        execution = self._executions.get(ref.execution_id)
+        if execution is None:
+            return None
+        task = execution.tasks.get(ref.task_name)
+        if task is None or task.status in st.TERMINAL:
+            return None
+        return execution, task
+
+    def _started(self, ref: TaskRef, at: datetime) -> None:
+        found = self._lookup(ref)
+        if found is None:
+            return
+        execution, task = found
+        task.attempt = ref.attempt
+        execution.mark_running(task, at)
+        entries: list[j.JournalEvent] = []
+        if not execution.running:
+            execution.running = True
+            entries.append(j.ExecutionRunning(execution_id=execution.id, at=at))
+        entries.append(
+            j.TaskStarted(task_execution_id=task.row_id, attempt=ref.attempt, at=at)
+        )
+        self._journal(entries)
+
+    def _succeeded(self, message: AttemptSucceeded) -> None:
+        found = self._lookup(message.task)
+        if found is None:
+            return
+        execution, task = found
+        output = message.output_json
+        context_id = uuid.uuid4() if output != st.EMPTY_JSON else None
+        execution.mark_completed(task, output, context_id, message.at)
+        entry = j.TaskCompleted(
+            task_execution_id=task.row_id,
+            execution_id=execution.id,
+            task_name=task.name,
+            context_id=context_id,
+            context_json=output if context_id is not None else None,
+            at=message.at,
+        )
+        self._after_terminal(execution, task, [entry])
+
+    def _failed(self, message: AttemptFailed) -> None:
+        found = self._lookup(message.task)
+        if found is None:
+            return
+        execution, task = found
+        if message.retry_at is not None:
+            execution.mark_retrying(task, message.error)
+            self._journal(
+                (
+                    j.TaskRetryScheduled(
+                        task_execution_id=task.row_id,
+                        attempt=task.attempt,
+                        retry_at=message.retry_at,
+                        error=message.error,
+                        at=message.at,
+                    ),
+                )
+            )
+            # The supervisor restarts the task actor after the backoff; mark it
+            # dispatched so it is not started a second time.
+            task.status = st.RUNNING
+            return
+        execution.mark_failed(task, message.error, message.at)
+        entry = j.TaskFailed(
+            task_execution_id=task.row_id, error=message.error, at=message.at
+        )
+        self._after_terminal(execution, task, [entry])
+
+    def _after_terminal(
+        self,
+        execution: st.ExecutionState,
+        task: st.TaskState,
+        entries: list[j.JournalEvent],
+    ) -> None:
+        """Journal a terminal transition; release dependents once it is durable."""
+        if execution.done:
+            at = entries[-1].at  # type: ignore[union-attr]
+            entries.append(
+                j.ExecutionFinished(
+                    execution_id=execution.id,
+                    status=execution.status,
+                    context_id=execution.final_context_ref(),
+                    error=execution.error_message(),
+                    at=at,
+                )
+            )
+            self._journal(entries, then=lambda: self._finish(execution, at))
+            return
+
+        def release() -> None:
+            for dependent in execution.release(task):
+                self._dispatch(execution, dependent)
+
+        self._journal(entries, then=release)
+
+    def _finish(self, execution: st.ExecutionState, at: datetime | None = None) -> None:
+        if execution.finished:
+            return
+        if at is None:
+            # Every task was already terminal when the execution was (re)built.
+            at = self._now()
+            self._journal(
+                (
+                    j.ExecutionFinished(
+                        execution_id=execution.id,
+                        status=execution.status,
+                        context_id=execution.final_context_ref(),
+                        error=execution.error_message(),
+                        at=at,
+                    ),
+                ),
+                then=lambda: self._finish(execution, at),
+            )
+            return
+        execution.finished = True
+        self._executions.pop(execution.id, None)
+        self._owned.discard(execution.id)
+        self._on_finished(outcome_of(execution, at))
+
+
+def outcome_of(execution: st.ExecutionState, at: datetime) -> ExecutionOutcome:
+    """The report of a finished execution."""
+    return ExecutionOutcome(
+        execution_id=execution.id,
+        workflow_name=execution.workflow_name,
+        status=execution.status,
+        started_at=execution.started_at,
+        completed_at=at,
+        final_context_json=execution.final_context_json(),
+        error=execution.error_message(),
+        tasks=tuple(
+            TaskOutcome(
+                task_name=t.name,
+                task_id=t.id,
+                status=t.status,
+                attempts=t.attempt,
+                error=t.error if t.status == st.FAILED else None,
+                started_at=t.started_at,
+                completed_at=t.completed_at,
+            )
+            for t in execution.tasks.values()
+        ),
+    )
+
+
+def retry_time(at: datetime, delay_seconds: float) -> datetime:
+    """When a retried attempt may start."""
+    return at + timedelta(seconds=delay_seconds)
