@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ("InvalidIdentifier", "quote_ident", "role_name", "schema_name")
+__all__ = ("InvalidIdentifier", "quote_ident", "render", "role_name", "schema_name")
 
 _PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
 
@@ -105,3 +105,28 @@ def quote_ident(name: str) -> str:
     if _PATTERN.fullmatch(name) is None or name != name.lower():
         raise InvalidIdentifier(f"refusing to quote unvalidated identifier {name!r}")
     return f'"{name}"'
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def render(template: str, **names: str) -> str:
+    """Fill ``{placeholder}`` identifiers of a named SQL statement.
+
+    Utility statements (``CREATE SCHEMA``, ``CREATE ROLE``, ``GRANT``) cannot take
+    bind parameters for identifiers, so their templates in ``queries.sql`` carry
+    ``{schema}``/``{role}`` placeholders and this is the one place they are filled.
+
+    Args:
+        template: A statement from ``queries.sql``.
+        **names: Validated, folded identifiers by placeholder name.
+
+    Returns:
+        The statement with every placeholder replaced by the quoted identifier.
+
+    Raises:
+        InvalidIdentifier: A value was not validated.
+        KeyError: The template names a placeholder that was not given.
+    """
+    quoted = {key: quote_ident(value) for key, value in names.items()}
+    return _PLACEHOLDER.sub(lambda m: quoted[m.group(1)], template)

@@ -1,0 +1,229 @@
+-- Named statements of the PostgreSQL store (asyncpg, $n parameters), loaded once by
+-- cloaca.storage.queries and used only by cloaca/storage/postgres.py and its pg_*
+-- helpers. Names are unqualified: the store sets search_path to "<schema>", public.
+-- Timestamps are parameters (naive UTC, SCHEMA.md 2.2), never NOW(). Inserts of
+-- client-generated ids are ON CONFLICT (id) DO NOTHING so that re-applying a batch
+-- whose commit was cut off changes nothing (apply is idempotent).
+-- {schema} and {role} are identifiers filled by cloaca.storage.identifiers.render.
+
+-- name: lock_migrations
+-- Serialises schema creation and migrations across processes (SCHEMA.md 4); the
+-- lock is released at commit. The key is cloaca's own constant.
+SELECT pg_advisory_xact_lock(7306034539811521537);
+
+-- name: schema_exists
+-- Whether a schema exists (checked before CREATE SCHEMA, which needs CREATE on the
+-- database even when the schema is already there).
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1);
+
+-- name: create_schema
+-- A tenant schema (SCHEMA.md 8).
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: set_local_search_path
+-- The search path of the current transaction only (DatabaseAdmin.create_tenant).
+SET LOCAL search_path TO {schema}, public;
+
+-- name: current_schema
+-- Where unqualified names resolve when no schema was given.
+SELECT current_schema();
+
+-- name: list_tables
+-- Every table of one schema, to compare with the layout (SCHEMA.md 4).
+SELECT c.relname
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f');
+
+-- name: migration_versions
+-- The versions recorded in Diesel's bookkeeping table.
+SELECT version FROM __diesel_schema_migrations;
+
+-- name: record_migration
+-- Record one version; run_on takes its default, as Diesel does.
+INSERT INTO __diesel_schema_migrations (version) VALUES ($1);
+
+-- name: insert_context
+-- One immutable context snapshot (SCHEMA.md 3, contexts).
+INSERT INTO contexts (id, value, created_at, updated_at)
+VALUES ($1, $2, $3, $3)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: insert_execution
+-- A new execution, Pending, started_at = created_at = updated_at (SCHEMA.md 5.2).
+INSERT INTO pipeline_executions
+    (id, pipeline_name, pipeline_version, status, context_id, started_at,
+     created_at, updated_at)
+VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $5)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: insert_task
+-- One task row of a new execution, NotStarted, attempt 1 (SCHEMA.md 5.2).
+INSERT INTO task_executions
+    (id, pipeline_execution_id, task_name, status, attempt, max_attempts,
+     trigger_rules, task_configuration, created_at, updated_at)
+VALUES ($1, $2, $3, 'NotStarted', 1, $4, $5, '{}', $6, $6)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: mark_execution_running
+-- The first attempt of the execution started.
+UPDATE pipeline_executions SET status = 'Running', updated_at = $2
+WHERE id = $1 AND status = 'Pending';
+
+-- name: mark_task_ready
+-- Dependencies terminal and the trigger rule holds (SCHEMA.md 5.3).
+UPDATE task_executions SET status = 'Ready', updated_at = $2 WHERE id = $1;
+
+-- name: mark_task_started
+-- An attempt starts: the conditional UPDATE of SCHEMA.md 5.4.
+UPDATE task_executions
+SET status = 'Running', attempt = $2, started_at = $3, updated_at = $3
+WHERE id = $1 AND status IN ('NotStarted', 'Ready');
+
+-- name: upsert_task_metadata
+-- The task's output pointer, inserted or updated (SCHEMA.md 5.5).
+INSERT INTO task_execution_metadata
+    (id, task_execution_id, pipeline_execution_id, task_name, context_id,
+     created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $6)
+ON CONFLICT (task_execution_id)
+DO UPDATE SET context_id = EXCLUDED.context_id, updated_at = EXCLUDED.updated_at;
+
+-- name: mark_task_completed
+-- Success (SCHEMA.md 5.5).
+UPDATE task_executions SET status = 'Completed', completed_at = $2, updated_at = $2
+WHERE id = $1;
+
+-- name: schedule_task_retry
+-- A failed attempt that will be retried: back to Ready (SCHEMA.md 5.6).
+UPDATE task_executions
+SET status = 'Ready', attempt = $2, retry_at = $3, last_error = $4,
+    started_at = NULL, completed_at = NULL, updated_at = $5
+WHERE id = $1;
+
+-- name: mark_task_failed
+-- Final failure; the message goes to both error columns (SCHEMA.md 5.7).
+UPDATE task_executions
+SET status = 'Failed', last_error = $2, error_details = $2, completed_at = $3,
+    updated_at = $3
+WHERE id = $1;
+
+-- name: mark_task_skipped
+-- Trigger rule false (SCHEMA.md 5.3).
+UPDATE task_executions SET status = 'Skipped', error_details = $2, updated_at = $3
+WHERE id = $1;
+
+-- name: reset_task
+-- Crash recovery of an orphaned Running task (SCHEMA.md 5, crash recovery).
+UPDATE task_executions
+SET status = 'Ready', started_at = NULL, recovery_attempts = $2,
+    last_recovery_at = $3, updated_at = $3
+WHERE id = $1;
+
+-- name: abandon_task
+-- Recovery gave up on a task: Failed with ABANDONED in error_details.
+UPDATE task_executions
+SET status = 'Failed', error_details = $2, last_error = $2, completed_at = $3,
+    updated_at = $3
+WHERE id = $1;
+
+-- name: insert_recovery_event
+-- One recovery event, once: a replayed batch finds the same event and adds none.
+INSERT INTO recovery_events
+    (id, pipeline_execution_id, task_execution_id, recovery_type, recovered_at,
+     details, created_at, updated_at)
+SELECT $1::uuid, $2::uuid, $3::uuid, $4::varchar, $5::timestamp, $6::text,
+       $5::timestamp, $5::timestamp
+WHERE NOT EXISTS (
+    SELECT 1 FROM recovery_events
+    WHERE task_execution_id = $3::uuid AND recovery_type = $4::varchar
+      AND recovered_at = $5::timestamp
+);
+
+-- name: finish_execution
+-- Terminal status; context_id moves to the final context, error to error_details
+-- (a NULL parameter leaves the column as it is) (SCHEMA.md 5.8).
+UPDATE pipeline_executions
+SET status = $2, context_id = COALESCE($3, context_id),
+    error_details = COALESCE($4, error_details), completed_at = $5, updated_at = $5
+WHERE id = $1;
+
+-- name: select_unfinished_executions
+-- Executions to recover, oldest first.
+SELECT e.id, e.pipeline_name, e.pipeline_version, e.status, c.value AS context_json,
+       COALESCE(e.started_at, e.created_at) AS started_at, e.completed_at,
+       e.error_details, e.recovery_attempts, e.created_at, e.updated_at
+FROM pipeline_executions AS e
+LEFT JOIN contexts AS c ON c.id = e.context_id
+WHERE e.status IN ('Pending', 'Running')
+ORDER BY e.created_at, e.id;
+
+-- name: select_execution
+-- One execution by id.
+SELECT e.id, e.pipeline_name, e.pipeline_version, e.status, c.value AS context_json,
+       COALESCE(e.started_at, e.created_at) AS started_at, e.completed_at,
+       e.error_details, e.recovery_attempts, e.created_at, e.updated_at
+FROM pipeline_executions AS e
+LEFT JOIN contexts AS c ON c.id = e.context_id
+WHERE e.id = $1;
+
+-- name: list_executions
+-- Executions newest first, optionally of one workflow and/or one status.
+SELECT e.id, e.pipeline_name, e.pipeline_version, e.status, c.value AS context_json,
+       COALESCE(e.started_at, e.created_at) AS started_at, e.completed_at,
+       e.error_details, e.recovery_attempts, e.created_at, e.updated_at
+FROM pipeline_executions AS e
+LEFT JOIN contexts AS c ON c.id = e.context_id
+WHERE ($1::varchar IS NULL OR e.pipeline_name = $1::varchar)
+  AND ($2::varchar IS NULL OR e.status = $2::varchar)
+ORDER BY COALESCE(e.started_at, e.created_at) DESC, e.id DESC
+LIMIT $3 OFFSET $4;
+
+-- name: select_tasks
+-- The tasks of some executions with their output context, found the way Cloacina
+-- finds it: (pipeline_execution_id, task_name) -> metadata -> contexts.
+SELECT t.id, t.pipeline_execution_id, t.task_name, t.status,
+       COALESCE(t.attempt, 1) AS attempt, COALESCE(t.max_attempts, 1) AS max_attempts,
+       t.started_at, t.completed_at, t.retry_at, t.error_details, t.last_error,
+       t.recovery_attempts, t.trigger_rules, c.value AS output_context_json,
+       t.created_at, t.updated_at
+FROM task_executions AS t
+LEFT JOIN task_execution_metadata AS m
+    ON m.pipeline_execution_id = t.pipeline_execution_id AND m.task_name = t.task_name
+LEFT JOIN contexts AS c ON c.id = m.context_id
+WHERE t.pipeline_execution_id = ANY($1::uuid[])
+ORDER BY t.pipeline_execution_id, t.created_at, t.task_name;
+
+-- name: role_exists
+-- Whether a role exists, and whether it is a superuser (never dropped by us).
+SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1;
+
+-- name: format_create_role
+-- The server quotes the password literal itself (quote_literal via %L), so no
+-- password text is ever formatted by us; the role name was validated first.
+SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text);
+
+-- name: grant_tenant
+-- A tenant role may use and create in its schema, and has every privilege on the
+-- tables and sequences in it, present and future (API.md 3.16).
+GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};
+GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA {schema} TO {role};
+GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL PRIVILEGES ON TABLES TO {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL PRIVILEGES ON SEQUENCES TO {role};
+
+-- name: revoke_tenant
+-- Undo grant_tenant (run in a savepoint; its errors are ignored, API.md 3.16).
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL PRIVILEGES ON TABLES FROM {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL PRIVILEGES ON SEQUENCES FROM {role};
+REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {schema} FROM {role};
+REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA {schema} FROM {role};
+REVOKE ALL PRIVILEGES ON SCHEMA {schema} FROM {role};
+
+-- name: drop_schema
+-- A tenant schema with everything in it.
+DROP SCHEMA IF EXISTS {schema} CASCADE;
+
+-- name: drop_role
+-- A tenant login role.
+DROP ROLE IF EXISTS {role};
