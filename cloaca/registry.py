@@ -21,8 +21,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from cloaca.logging import get_logger
-
 if TYPE_CHECKING:
     from cloaca.namespace import WorkflowContext
     from cloaca.task import TaskSpec
@@ -47,7 +45,6 @@ __all__ = [
     "workflow_names",
 ]
 
-_logger = get_logger(__name__)
 _lock: Final = threading.RLock()
 _tasks: dict[str, TaskSpec] = {}
 _by_namespace: dict[str, dict[str, TaskSpec]] = {}  # "t::p::w::" -> task id -> spec
@@ -114,7 +111,10 @@ def register_trigger(spec: TriggerSpec) -> None:
         try:
             listener(spec)
         except Exception:  # a runner's bookkeeping must not break a user's decorator
-            _logger.exception("trigger.listener.failed", trigger=spec.name)
+            # Imported here: structlog costs ~40 ms, too much for ``import cloaca``.
+            from cloaca.logging import get_logger
+
+            get_logger(__name__).exception("trigger.listener.failed", trigger=spec.name)
 
 
 def get_trigger(name: str) -> TriggerSpec | None:
