@@ -1,0 +1,1 @@
+"""Tests of the generic actor toolkit (no database, no cloaca)."""
