@@ -537,14 +537,19 @@ class SqliteStore:
             if self._conn is not None:
                 return
             database, uri = self._location.connect_target()
+            conn = aiosqlite.connect(
+                database,
+                uri=uri,
+                isolation_level=None,
+                timeout=self._busy_timeout_ms / 1000,
+            )
             try:
-                conn = await aiosqlite.connect(
-                    database,
-                    uri=uri,
-                    isolation_level=None,
-                    timeout=self._busy_timeout_ms / 1000,
-                )
+                await conn
             except (sqlite3.Error, ValueError) as exc:
+                # aiosqlite stops its worker thread after a failed connect without
+                # waiting; wait for it, or it reports to a loop that may be gone.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(conn._thread.join)
                 raise self._translate(exc, "opening") from exc
             try:
                 await self._prepare(conn)
