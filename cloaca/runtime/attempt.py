@@ -19,12 +19,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import msgspec
-import structlog
+from cloaca.logging import get_logger
 
 from cloaca.context import Context, decode_context_data, encode_context_data
 from cloaca.task import TaskSpec
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 TASK_ERROR_PREFIX = "Python task execution failed: "
 """API.md 4.4: the error text of a task that raised."""

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import structlog
+from cloaca.logging import get_logger
 
 from actors import (
     ActorSystem,
@@ -50,7 +50,7 @@ from cloaca.runtime.scheduler import Scheduler
 from cloaca.storage import open_store
 from cloaca.storage.protocol import Store
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 FINAL_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
 
@@ -189,8 +189,9 @@ class Runtime:
         self._closed = True
         try:
             if self._system is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._system.__aexit__(None, None, None)
+                # Not inside a shield scope: the system's task group must be exited
+                # as the current cancel scope of this task.
+                await self._system.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.store.close()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import anyio
 import msgspec
-import structlog
+from cloaca.logging import get_logger
 from structlog.contextvars import bound_contextvars
 
 from actors import (
@@ -45,7 +45,7 @@ from cloaca.runtime.messages import (
     TaskRef,
 )
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def _now(wall_ms: int) -> datetime:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import structlog
+from cloaca.logging import get_logger
 
 from actors import Actor, ActorRef
 from cloaca.runtime.messages import (
@@ -33,7 +33,7 @@ from cloaca.storage.errors import StorageError
 from cloaca.storage.journal import JournalEvent
 from cloaca.storage.protocol import ExecutionRow, Store
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 COMMIT_ATTEMPTS = 5
 """Tries per batch before the actor gives up and crashes."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import structlog
+from cloaca.logging import get_logger
 
 from cloaca import registry
 from cloaca.storage import journal as j
 from cloaca.storage.protocol import ExecutionRow, Store
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 RUNNING = "Running"
 

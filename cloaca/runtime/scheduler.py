@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import structlog
+from cloaca.logging import get_logger
 
 from actors import Actor, ActorRef
 from cloaca import registry
@@ -43,7 +43,7 @@ from cloaca.storage import journal as j
 from cloaca.storage.protocol import ExecutionRow
 from cloaca.workflow import graph_of
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def now_utc(clock_wall_ms: int) -> datetime:
@@ -120,7 +120,7 @@ class Scheduler(Actor[SchedulerMsg]):
             case AttemptSucceeded():
                 self._succeeded(message)
             case AttemptStarted(task=task, at=at):
-                self._started(task, at)
+                self._attempt_started(task, at)
             case AttemptFailed():
                 self._failed(message)
             case StartExecution():
@@ -287,7 +287,7 @@ class Scheduler(Actor[SchedulerMsg]):
             return None
         return execution, task
 
-    def _started(self, ref: TaskRef, at: datetime) -> None:
+    def _attempt_started(self, ref: TaskRef, at: datetime) -> None:
         found = self._lookup(ref)
         if found is None:
             return

@@ -141,8 +141,8 @@ class TaskAbandoned(JournalEntry, tag="task.abandoned"):
     execution_id: uuid.UUID
     task_name: str
     error: str
-    kind: str = "task_abandoned"
     at: datetime
+    kind: str = "task_abandoned"
 
 
 class ExecutionFinished(JournalEntry, tag="execution.finished"):
