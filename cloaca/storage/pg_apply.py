@@ -18,9 +18,16 @@ depend on rows written by another entry are the task rows of an
 ``ExecutionCreated`` and the final context of an ``ExecutionFinished``, and both
 are always tied to the execution.
 
-Every write is idempotent (inserts of client ids do nothing on conflict, updates
-set absolute values, recovery events are inserted once), so a batch whose commit
-was cut off may be applied again.
+Each statement is set-based: one array per column, one row per element
+(``unnest``), so a group costs one round trip per table it writes. The contract is
+strict, as on SQLite: an UPDATE returns the ids it touched, and an entry naming a
+row that does not exist raises ``StorageError`` (naming the id), a start of a task
+that is not ``Ready``/``NotStarted`` raises ``Conflict`` (naming the task and its
+status), a duplicate id raises ``Conflict`` from the unique index, and a naive
+``datetime`` raises ``StorageError`` before anything is written. The raise happens
+inside the batch's transaction, so nothing of the batch is kept. Consequently
+``apply`` is not idempotent: a batch that did commit fails with ``Conflict`` when
+applied again.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Final, TypeVar
 
 import asyncpg
 
+from cloaca.storage.errors import Conflict, StorageError
 from cloaca.storage.journal import (
     ExecutionCreated,
     ExecutionFinished,
@@ -81,13 +89,20 @@ def naive_utc(moment: datetime) -> datetime:
     """A ``timestamp without time zone`` value holding UTC wall-clock time.
 
     Args:
-        moment: An aware time (naive values are taken to be UTC already).
+        moment: An aware time (journal entries carry aware UTC times).
 
     Returns:
         The same instant as a naive UTC ``datetime`` (SCHEMA.md 2.2).
+
+    Raises:
+        StorageError: ``moment`` is naive: its zone is unknown, so storing it
+            could shift it by hours.
     """
-    if moment.tzinfo is None:
-        return moment
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise StorageError(
+            f"refusing naive datetime {moment.isoformat()}: journal times must be "
+            "timezone-aware"
+        )
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -132,9 +147,44 @@ def plan_batch(entries: Sequence[JournalEvent]) -> list[list[JournalEvent]]:
     ]
 
 
-async def _many(conn: asyncpg.Connection, name: str, rows: list[Row]) -> None:
+def _columns(rows: list[Row], width: int) -> list[list[object]]:
+    """Rows to one list per column, the arrays the set-based statements take."""
+    columns: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+async def _insert(conn: asyncpg.Connection, name: str, rows: list[Row]) -> None:
     if rows:
-        await conn.executemany(load_queries("postgres")[name], rows)
+        await conn.execute(
+            load_queries("postgres")[name], *_columns(rows, len(rows[0]))
+        )
+
+
+async def _update(
+    conn: asyncpg.Connection, name: str, rows: list[Row], *, table: str
+) -> None:
+    """Run a set-based UPDATE and report the ids (first column) it did not touch."""
+    if not rows:
+        return
+    q = load_queries("postgres")
+    touched = await conn.fetch(q[name], *_columns(rows, len(rows[0])))
+    if len(touched) == len(rows):
+        return
+    wanted = [row[0] for row in rows]
+    missing = set(wanted) - {r[0] for r in touched}
+    statuses_query = q[
+        "task_statuses" if table == "task_executions" else "execution_statuses"
+    ]
+    statuses = {r[0]: r[1] for r in await conn.fetch(statuses_query, list(missing))}
+    absent = sorted(str(i) for i in missing if i not in statuses)
+    if absent:
+        raise StorageError(f"{table} has no row with id {', '.join(absent)}")
+    # Only the conditional start skips existing rows (SCHEMA.md 5.4).
+    refused = ", ".join(f"{i} is {statuses[i]}" for i in sorted(missing, key=str))
+    raise Conflict(f"cannot start a task that is not Ready or NotStarted: {refused}")
 
 
 def _of(kind: type[_E], group: list[JournalEvent]) -> list[_E]:
@@ -162,9 +212,9 @@ async def _created(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
             for t in e.tasks
         )
     # Foreign keys dictate the order: contexts, executions, then their tasks.
-    await _many(conn, "insert_context", contexts)
-    await _many(conn, "insert_execution", executions)
-    await _many(conn, "insert_task", tasks)
+    await _insert(conn, "insert_contexts", contexts)
+    await _insert(conn, "insert_executions", executions)
+    await _insert(conn, "insert_tasks", tasks)
 
 
 async def _completed(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -180,9 +230,9 @@ async def _completed(conn: asyncpg.Connection, group: list[JournalEvent]) -> Non
              e.context_id, at)
         )  # fmt: skip
         tasks.append((e.task_execution_id, at))
-    await _many(conn, "insert_context", contexts)
-    await _many(conn, "upsert_task_metadata", metadata)
-    await _many(conn, "mark_task_completed", tasks)
+    await _insert(conn, "insert_contexts", contexts)
+    await _insert(conn, "upsert_task_metadata", metadata)
+    await _update(conn, "complete_tasks", tasks, table="task_executions")
 
 
 async def _reset(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -203,8 +253,8 @@ async def _reset(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
             (uuid.uuid4(), e.execution_id, e.task_execution_id, "task_reset", at,
              details)
         )  # fmt: skip
-    await _many(conn, "reset_task", tasks)
-    await _many(conn, "insert_recovery_event", events)
+    await _update(conn, "reset_tasks", tasks, table="task_executions")
+    await _insert(conn, "insert_recovery_events", events)
 
 
 async def _abandoned(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -224,22 +274,22 @@ async def _abandoned(conn: asyncpg.Connection, group: list[JournalEvent]) -> Non
         events.append(
             (uuid.uuid4(), e.execution_id, e.task_execution_id, e.kind, at, details)
         )
-    await _many(conn, "abandon_task", tasks)
-    await _many(conn, "insert_recovery_event", events)
+    await _update(conn, "abandon_tasks", tasks, table="task_executions")
+    await _insert(conn, "insert_recovery_events", events)
 
 
 async def _running(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
     rows: list[Row] = [
         (e.execution_id, naive_utc(e.at)) for e in _of(ExecutionRunning, group)
     ]
-    await _many(conn, "mark_execution_running", rows)
+    await _update(conn, "mark_executions_running", rows, table="pipeline_executions")
 
 
 async def _ready(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
     rows: list[Row] = [
         (e.task_execution_id, naive_utc(e.at)) for e in _of(TaskReady, group)
     ]
-    await _many(conn, "mark_task_ready", rows)
+    await _update(conn, "mark_tasks_ready", rows, table="task_executions")
 
 
 async def _started(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -247,7 +297,7 @@ async def _started(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
         (e.task_execution_id, e.attempt, naive_utc(e.at))
         for e in _of(TaskStarted, group)
     ]
-    await _many(conn, "mark_task_started", rows)
+    await _update(conn, "start_tasks", rows, table="task_executions")
 
 
 async def _retry(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -256,14 +306,14 @@ async def _retry(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
          naive_utc(e.at))
         for e in _of(TaskRetryScheduled, group)
     ]  # fmt: skip
-    await _many(conn, "schedule_task_retry", rows)
+    await _update(conn, "schedule_task_retries", rows, table="task_executions")
 
 
 async def _failed(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
     rows: list[Row] = [
         (e.task_execution_id, e.error, naive_utc(e.at)) for e in _of(TaskFailed, group)
     ]
-    await _many(conn, "mark_task_failed", rows)
+    await _update(conn, "fail_tasks", rows, table="task_executions")
 
 
 async def _skipped(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -271,7 +321,7 @@ async def _skipped(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
         (e.task_execution_id, e.reason, naive_utc(e.at))
         for e in _of(TaskSkipped, group)
     ]
-    await _many(conn, "mark_task_skipped", rows)
+    await _update(conn, "skip_tasks", rows, table="task_executions")
 
 
 async def _finished(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
@@ -279,7 +329,7 @@ async def _finished(conn: asyncpg.Connection, group: list[JournalEvent]) -> None
         (e.execution_id, e.status, e.context_id, e.error, naive_utc(e.at))
         for e in _of(ExecutionFinished, group)
     ]
-    await _many(conn, "finish_execution", rows)
+    await _update(conn, "finish_executions", rows, table="pipeline_executions")
 
 
 _Writer = Callable[[asyncpg.Connection, list[JournalEvent]], Awaitable[None]]

@@ -53,6 +53,9 @@ def is_connection_lost(exc: BaseException) -> bool:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
+    detail = getattr(exc, "detail", None)
+    if detail:
+        text = f"{text} ({detail})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -94,8 +97,8 @@ def translate_error(
     if is_connection_lost(exc):
         return StorageUnavailable(
             f"lost the PostgreSQL connection to {where} while trying to {action}: "
-            f"{_reason(exc)}; nothing of it was committed unless the commit "
-            "itself was cut off (the batch may be re-applied)",
+            f"{_reason(exc)}; nothing of it was committed, unless the commit "
+            "itself was cut off",
             url=target.display_url,
         )
     if isinstance(exc, asyncpg.UniqueViolationError):

@@ -7,7 +7,8 @@ connection starts with ``TimeZone = 'UTC'`` and, with a ``schema``, with
 packet, so the ``.sql`` files never name a schema. ``open()`` creates or verifies
 the layout under an advisory lock (``pg_migrate``). ``apply()`` writes a batch in
 one transaction with one ``executemany`` per group of entries (``pg_apply``); it
-is idempotent, so the runtime may re-apply a batch whose commit failed. Driver
+is strict (unknown rows, non-ready starts, duplicate ids and naive times are
+refused and nothing of the batch is kept), hence not idempotent. Driver
 errors leave as ``StorageError`` subclasses (``pg_errors``); after a lost
 connection the pool's connections are expired, so the next call reconnects.
 """
@@ -200,18 +201,21 @@ class PostgresStore:
     async def apply(self, entries: Sequence[JournalEvent]) -> None:
         """Write ``entries`` in one transaction (group commit).
 
-        Entries of different executions are written together, one
-        ``executemany`` per group; entries of one execution keep their order.
-        Re-applying a batch whose commit was cut off changes nothing.
+        Entries of different executions are written together, one set-based
+        statement per group and table; entries of one execution keep their order.
+        Not idempotent: re-applying a batch that committed raises ``Conflict``.
 
         Args:
             entries: The batch, in order.
 
         Raises:
-            StorageUnavailable: The connection was lost; nothing was written
-                (unless the commit itself was cut off: re-apply the batch).
-            Conflict: A unique constraint was violated; nothing was written.
-            StorageError: The server rejected an entry; nothing was written.
+            StorageUnavailable: The connection was lost; nothing was written,
+                unless the commit itself was cut off (then the outcome is
+                unknown: a re-applied batch that did commit raises ``Conflict``).
+            Conflict: A duplicate id (unique constraint), or a start of a task
+                that is not ``Ready``/``NotStarted``; nothing was written.
+            StorageError: An entry names a row that does not exist, carries a
+                naive time, or the server rejected it; nothing was written.
         """
         if not entries:
             return
@@ -219,6 +223,14 @@ class PostgresStore:
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await apply_batch(conn, entries)
+        except StorageError as exc:
+            # Refused by the store itself (unknown row, conditional start, naive
+            # time); the transaction was rolled back. Say where.
+            raise type(exc)(
+                f"PostgreSQL {self._target.location} ({self.display_url}) refused a "
+                f"batch of {len(entries)} journal entries: {exc}",
+                url=self.display_url,
+            ) from exc
         except _DRIVER_ERRORS as exc:
             raise await self._failed(
                 pool, exc, f"apply a batch of {len(entries)} journal entries"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
 from cloaca.storage import journal as j
+from cloaca.storage.errors import Conflict, StorageError
 from cloaca.storage.pg_apply import naive_utc, plan_batch
 from cloaca.storage.postgres import PostgresStore
 from tests.storage import pg_support as pg
@@ -32,10 +33,12 @@ def created(execution_id: uuid.UUID, *task_ids: uuid.UUID) -> j.ExecutionCreated
     )  # fmt: skip
 
 
-def test_naive_utc_converts_aware_times() -> None:
-    aware = datetime(2026, 12, 4, 1, 0, 0, 5, tzinfo=UTC) + timedelta(hours=0)
+def test_naive_utc_converts_aware_times_and_refuses_naive_ones() -> None:
+    aware = datetime(2026, 12, 4, 6, 0, 0, 5, tzinfo=timezone(timedelta(hours=5)))
     assert naive_utc(aware) == datetime(2026, 12, 4, 1, 0, 0, 5)
     assert naive_utc(aware).tzinfo is None
+    with pytest.raises(StorageError, match="naive"):
+        naive_utc(datetime(2026, 12, 4, 1, 0))
 
 
 def test_entries_of_one_execution_keep_their_order() -> None:
@@ -219,7 +222,8 @@ async def test_start_only_takes_a_ready_or_not_started_task(
                         context_id=None, context_json=None, at=at(2)),
     ])  # fmt: skip
     # A late duplicate start (another runner, or a replay) must not resurrect it.
-    await pg_store.apply([j.TaskStarted(task_execution_id=t, attempt=1, at=at(3))])
+    with pytest.raises(Conflict, match=f"{t} is Completed"):
+        await pg_store.apply([j.TaskStarted(task_execution_id=t, attempt=1, at=at(3))])
     execution = await pg_store.get_execution(e)
     assert execution is not None
     assert [(x.status, x.started_at) for x in execution.tasks] == [("Completed", at(1))]

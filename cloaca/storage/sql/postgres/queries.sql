@@ -1,9 +1,10 @@
 -- Named statements of the PostgreSQL store (asyncpg, $n parameters), loaded once by
 -- cloaca.storage.queries and used only by cloaca/storage/postgres.py and its pg_*
 -- helpers. Names are unqualified: the store sets search_path to "<schema>", public.
--- Timestamps are parameters (naive UTC, SCHEMA.md 2.2), never NOW(). Inserts of
--- client-generated ids are ON CONFLICT (id) DO NOTHING so that re-applying a batch
--- whose commit was cut off changes nothing (apply is idempotent).
+-- Timestamps are parameters (naive UTC, SCHEMA.md 2.2), never NOW(). The journal's
+-- writes are set-based: each statement takes one array per column and writes one
+-- row per element (unnest), so a group of entries costs one round trip; UPDATEs
+-- return the ids they touched so that the store can report the ones they missed.
 -- {schema} and {role} are identifiers filled by cloaca.storage.identifiers.render.
 
 -- name: lock_migrations
@@ -43,110 +44,153 @@ SELECT version FROM __diesel_schema_migrations;
 -- Record one version; run_on takes its default, as Diesel does.
 INSERT INTO __diesel_schema_migrations (version) VALUES ($1);
 
--- name: insert_context
--- One immutable context snapshot (SCHEMA.md 3, contexts).
+-- name: insert_contexts
+-- Immutable context snapshots (SCHEMA.md 3, contexts), one row per array element.
 INSERT INTO contexts (id, value, created_at, updated_at)
-VALUES ($1, $2, $3, $3)
-ON CONFLICT (id) DO NOTHING;
+SELECT u.id, u.value, u.at, u.at
+FROM unnest($1::uuid[], $2::varchar[], $3::timestamp[]) AS u (id, value, at);
 
--- name: insert_execution
--- A new execution, Pending, started_at = created_at = updated_at (SCHEMA.md 5.2).
+-- name: insert_executions
+-- New executions, Pending, started_at = created_at = updated_at (SCHEMA.md 5.2).
 INSERT INTO pipeline_executions
     (id, pipeline_name, pipeline_version, status, context_id, started_at,
      created_at, updated_at)
-VALUES ($1, $2, $3, 'Pending', $4, $5, $5, $5)
-ON CONFLICT (id) DO NOTHING;
+SELECT u.id, u.pipeline_name, u.pipeline_version, 'Pending', u.context_id, u.at,
+       u.at, u.at
+FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::uuid[], $5::timestamp[])
+    AS u (id, pipeline_name, pipeline_version, context_id, at);
 
--- name: insert_task
--- One task row of a new execution, NotStarted, attempt 1 (SCHEMA.md 5.2).
+-- name: insert_tasks
+-- The task rows of new executions, NotStarted, attempt 1 (SCHEMA.md 5.2).
 INSERT INTO task_executions
     (id, pipeline_execution_id, task_name, status, attempt, max_attempts,
      trigger_rules, task_configuration, created_at, updated_at)
-VALUES ($1, $2, $3, 'NotStarted', 1, $4, $5, '{}', $6, $6)
-ON CONFLICT (id) DO NOTHING;
+SELECT u.id, u.execution_id, u.task_name, 'NotStarted', 1, u.max_attempts,
+       u.trigger_rules, '{}', u.at, u.at
+FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::integer[], $5::text[],
+            $6::timestamp[])
+    AS u (id, execution_id, task_name, max_attempts, trigger_rules, at);
 
--- name: mark_execution_running
--- The first attempt of the execution started.
-UPDATE pipeline_executions SET status = 'Running', updated_at = $2
-WHERE id = $1 AND status = 'Pending';
+-- name: mark_executions_running
+-- The first attempt of each execution started.
+UPDATE pipeline_executions AS e SET status = 'Running', updated_at = u.at
+FROM unnest($1::uuid[], $2::timestamp[]) AS u (id, at)
+WHERE e.id = u.id
+RETURNING e.id;
 
--- name: mark_task_ready
+-- name: mark_tasks_ready
 -- Dependencies terminal and the trigger rule holds (SCHEMA.md 5.3).
-UPDATE task_executions SET status = 'Ready', updated_at = $2 WHERE id = $1;
+UPDATE task_executions AS t SET status = 'Ready', updated_at = u.at
+FROM unnest($1::uuid[], $2::timestamp[]) AS u (id, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: mark_task_started
--- An attempt starts: the conditional UPDATE of SCHEMA.md 5.4.
-UPDATE task_executions
-SET status = 'Running', attempt = $2, started_at = $3, updated_at = $3
-WHERE id = $1 AND status IN ('NotStarted', 'Ready');
+-- name: start_tasks
+-- Attempts start: the conditional UPDATE of SCHEMA.md 5.4; a row in another state
+-- is not returned, and the store reports it as a conflict.
+UPDATE task_executions AS t
+SET status = 'Running', attempt = u.attempt, started_at = u.at, updated_at = u.at
+FROM unnest($1::uuid[], $2::integer[], $3::timestamp[]) AS u (id, attempt, at)
+WHERE t.id = u.id AND t.status IN ('NotStarted', 'Ready')
+RETURNING t.id;
 
 -- name: upsert_task_metadata
--- The task's output pointer, inserted or updated (SCHEMA.md 5.5).
+-- The tasks' output pointers, inserted or updated (SCHEMA.md 5.5).
 INSERT INTO task_execution_metadata
     (id, task_execution_id, pipeline_execution_id, task_name, context_id,
      created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $6)
+SELECT u.id, u.task_execution_id, u.execution_id, u.task_name, u.context_id, u.at,
+       u.at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::varchar[], $5::uuid[],
+            $6::timestamp[])
+    AS u (id, task_execution_id, execution_id, task_name, context_id, at)
 ON CONFLICT (task_execution_id)
 DO UPDATE SET context_id = EXCLUDED.context_id, updated_at = EXCLUDED.updated_at;
 
--- name: mark_task_completed
+-- name: complete_tasks
 -- Success (SCHEMA.md 5.5).
-UPDATE task_executions SET status = 'Completed', completed_at = $2, updated_at = $2
-WHERE id = $1;
+UPDATE task_executions AS t
+SET status = 'Completed', completed_at = u.at, updated_at = u.at
+FROM unnest($1::uuid[], $2::timestamp[]) AS u (id, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: schedule_task_retry
--- A failed attempt that will be retried: back to Ready (SCHEMA.md 5.6).
-UPDATE task_executions
-SET status = 'Ready', attempt = $2, retry_at = $3, last_error = $4,
-    started_at = NULL, completed_at = NULL, updated_at = $5
-WHERE id = $1;
+-- name: schedule_task_retries
+-- Failed attempts that will be retried: back to Ready (SCHEMA.md 5.6).
+UPDATE task_executions AS t
+SET status = 'Ready', attempt = u.attempt, retry_at = u.retry_at,
+    last_error = u.error, started_at = NULL, completed_at = NULL, updated_at = u.at
+FROM unnest($1::uuid[], $2::integer[], $3::timestamp[], $4::text[], $5::timestamp[])
+    AS u (id, attempt, retry_at, error, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: mark_task_failed
--- Final failure; the message goes to both error columns (SCHEMA.md 5.7).
-UPDATE task_executions
-SET status = 'Failed', last_error = $2, error_details = $2, completed_at = $3,
-    updated_at = $3
-WHERE id = $1;
+-- name: fail_tasks
+-- Final failures; the message goes to both error columns (SCHEMA.md 5.7).
+UPDATE task_executions AS t
+SET status = 'Failed', last_error = u.error, error_details = u.error,
+    completed_at = u.at, updated_at = u.at
+FROM unnest($1::uuid[], $2::text[], $3::timestamp[]) AS u (id, error, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: mark_task_skipped
+-- name: skip_tasks
 -- Trigger rule false (SCHEMA.md 5.3).
-UPDATE task_executions SET status = 'Skipped', error_details = $2, updated_at = $3
-WHERE id = $1;
+UPDATE task_executions AS t
+SET status = 'Skipped', error_details = u.reason, updated_at = u.at
+FROM unnest($1::uuid[], $2::text[], $3::timestamp[]) AS u (id, reason, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: reset_task
--- Crash recovery of an orphaned Running task (SCHEMA.md 5, crash recovery).
-UPDATE task_executions
-SET status = 'Ready', started_at = NULL, recovery_attempts = $2,
-    last_recovery_at = $3, updated_at = $3
-WHERE id = $1;
+-- name: reset_tasks
+-- Crash recovery of orphaned Running tasks (SCHEMA.md 5, crash recovery).
+UPDATE task_executions AS t
+SET status = 'Ready', started_at = NULL, recovery_attempts = u.recovery_attempt,
+    last_recovery_at = u.at, updated_at = u.at
+FROM unnest($1::uuid[], $2::integer[], $3::timestamp[])
+    AS u (id, recovery_attempt, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: abandon_task
--- Recovery gave up on a task: Failed with ABANDONED in error_details.
-UPDATE task_executions
-SET status = 'Failed', error_details = $2, last_error = $2, completed_at = $3,
-    updated_at = $3
-WHERE id = $1;
+-- name: abandon_tasks
+-- Recovery gave up on tasks: Failed with ABANDONED in error_details.
+UPDATE task_executions AS t
+SET status = 'Failed', error_details = u.error, last_error = u.error,
+    completed_at = u.at, updated_at = u.at
+FROM unnest($1::uuid[], $2::text[], $3::timestamp[]) AS u (id, error, at)
+WHERE t.id = u.id
+RETURNING t.id;
 
--- name: insert_recovery_event
--- One recovery event, once: a replayed batch finds the same event and adds none.
+-- name: insert_recovery_events
+-- Recovery events (task_reset, task_abandoned, workflow_unavailable).
 INSERT INTO recovery_events
     (id, pipeline_execution_id, task_execution_id, recovery_type, recovered_at,
      details, created_at, updated_at)
-SELECT $1::uuid, $2::uuid, $3::uuid, $4::varchar, $5::timestamp, $6::text,
-       $5::timestamp, $5::timestamp
-WHERE NOT EXISTS (
-    SELECT 1 FROM recovery_events
-    WHERE task_execution_id = $3::uuid AND recovery_type = $4::varchar
-      AND recovered_at = $5::timestamp
-);
+SELECT u.id, u.execution_id, u.task_execution_id, u.recovery_type, u.at, u.details,
+       u.at, u.at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::varchar[], $5::timestamp[],
+            $6::text[])
+    AS u (id, execution_id, task_execution_id, recovery_type, at, details);
 
--- name: finish_execution
+-- name: finish_executions
 -- Terminal status; context_id moves to the final context, error to error_details
--- (a NULL parameter leaves the column as it is) (SCHEMA.md 5.8).
-UPDATE pipeline_executions
-SET status = $2, context_id = COALESCE($3, context_id),
-    error_details = COALESCE($4, error_details), completed_at = $5, updated_at = $5
-WHERE id = $1;
+-- (a NULL element leaves the column as it is) (SCHEMA.md 5.8).
+UPDATE pipeline_executions AS e
+SET status = u.status, context_id = COALESCE(u.context_id, e.context_id),
+    error_details = COALESCE(u.error, e.error_details), completed_at = u.at,
+    updated_at = u.at
+FROM unnest($1::uuid[], $2::varchar[], $3::uuid[], $4::text[], $5::timestamp[])
+    AS u (id, status, context_id, error, at)
+WHERE e.id = u.id
+RETURNING e.id;
+
+-- name: task_statuses
+-- Diagnosis only, after a batch touched fewer task rows than it named.
+SELECT id, status FROM task_executions WHERE id = ANY($1::uuid[]);
+
+-- name: execution_statuses
+-- Diagnosis only, after a batch touched fewer execution rows than it named.
+SELECT id, status FROM pipeline_executions WHERE id = ANY($1::uuid[]);
 
 -- name: select_unfinished_executions
 -- Executions to recover, oldest first.
