@@ -28,23 +28,6 @@ T0 = datetime(2026, 12, 3, 20, 26, 32, 785487, tzinfo=UTC)
 INPUT = '{"fixture":"chain3","text":"héllo ✓","nested":{"a":[1,2.5,null,false],"b":2}}'
 
 
-# PostgresStore applies batches idempotently (inserts ON CONFLICT DO NOTHING,
-# unconditional updates, naive times taken as UTC); this suite holds the strict
-# contract (protocol.py: all or nothing with a StorageError; SCHEMA.md 5.4's
-# conditional start; journal.py's aware times). Until the two are reconciled the
-# postgres runs of the strict tests are expected failures, strictly: once the
-# store follows the contract they XPASS and this marker must go.
-STRICT_DIVERGENCE = (
-    "PostgresStore is idempotent where the contract is strict (unknown rows, "
-    "duplicate ids, conditional start, naive times): pending reconciliation"
-)
-
-
-def expect_strict(backend: Backend, request: pytest.FixtureRequest) -> None:
-    if backend.name == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=STRICT_DIVERGENCE))
-
-
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
@@ -400,9 +383,8 @@ async def test_an_update_changes_only_its_own_columns(backend: Backend) -> None:
 
 
 async def test_a_batch_naming_an_unknown_task_stores_nothing(
-    backend: Backend, request: pytest.FixtureRequest
+    backend: Backend,
 ) -> None:
-    expect_strict(backend, request)
     created, _ = new_execution("a")
     unknown = uuid.uuid4()
     with pytest.raises(StorageError) as info:
@@ -415,9 +397,8 @@ async def test_a_batch_naming_an_unknown_task_stores_nothing(
 
 
 async def test_a_duplicate_id_is_a_conflict_and_rolls_the_batch_back(
-    backend: Backend, request: pytest.FixtureRequest
+    backend: Backend,
 ) -> None:
-    expect_strict(backend, request)
     store = backend.store
     created, _ = new_execution("a")
     await store.apply([created])
@@ -441,9 +422,8 @@ async def test_a_duplicate_id_is_a_conflict_and_rolls_the_batch_back(
 
 
 async def test_starting_a_task_that_is_not_ready_is_a_conflict(
-    backend: Backend, request: pytest.FixtureRequest
+    backend: Backend,
 ) -> None:
-    expect_strict(backend, request)
     store = backend.store
     created, (task,) = new_execution("only")
     await store.apply(
@@ -486,9 +466,8 @@ async def test_a_value_the_layout_rejects_is_a_storage_error(store: Store) -> No
 
 
 async def test_naive_datetimes_are_refused_before_writing(
-    backend: Backend, request: pytest.FixtureRequest
+    backend: Backend,
 ) -> None:
-    expect_strict(backend, request)
     created, _ = new_execution("a", when=datetime(2026, 12, 3, 20, 0, 0))
     with pytest.raises(StorageError):
         await backend.store.apply([created])

@@ -58,9 +58,11 @@ def test_a_naive_datetime_is_refused() -> None:
     ],
 )
 def test_timestamps_read_with_0_to_9_digits_truncated_to_microseconds(
-    text: str, moment: tuple[int, ...]
+    text: str, moment: tuple[int, int, int, int, int, int, int]
 ) -> None:
-    assert decode_timestamp(text) == datetime(*moment, tzinfo=UTC)
+    year, month, day, hour, minute, second, micro = moment
+    expected = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+    assert decode_timestamp(text) == expected
     assert decode_timestamp(text).tzinfo is UTC
 
 

@@ -154,6 +154,7 @@ async def test_a_new_execution_is_stored_with_0_3_1_encodings_next_to_the_fixtur
 ) -> None:
     before = rows_by_id(fixture_copy)
     when = datetime(2026, 12, 5, 9, 0, 0, 250000, tzinfo=UTC)
+    input_id = uuid.uuid4()
     task = j.NewTask(
         id=uuid.uuid4(),
         task_name="public::embedded::fx_chain3::extract",
@@ -163,7 +164,7 @@ async def test_a_new_execution_is_stored_with_0_3_1_encodings_next_to_the_fixtur
         execution_id=uuid.uuid4(),
         pipeline_name="fx_chain3",
         pipeline_version="cloaca-fingerprint",
-        context_id=uuid.uuid4(),
+        context_id=input_id,
         context_json='{"fixture":"chain3","text":"héllo ✓"}',
         tasks=(task,),
         at=when,
@@ -233,7 +234,7 @@ async def test_a_new_execution_is_stored_with_0_3_1_encodings_next_to_the_fixtur
             "2026-12-05T09:00:00.250000+00:00",
         )
         (value,) = conn.execute(
-            "SELECT value FROM contexts WHERE id = ?", (created.context_id.bytes,)
+            "SELECT value FROM contexts WHERE id = ?", (input_id.bytes,)
         ).fetchone()
         assert value == '{"fixture":"chain3","text":"héllo ✓"}'
         (meta,) = conn.execute(
