@@ -675,22 +675,20 @@ class SqliteStore:
         # Changing the journal mode needs the file to itself and SQLite does not
         # wait in the busy handler for it (it fails at once while another
         # connection writes), so wait here, bounded by the same busy timeout.
+        deadline = anyio.current_time() + self._busy_timeout_ms / 1000
         delay = 0.001
-        with anyio.move_on_after(self._busy_timeout_ms / 1000) as scope:
-            while True:
-                try:
-                    await conn.execute(statement)
-                    return
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode & 0xFF not in _BUSY_CODES:
-                        raise self._translate(exc, "configuring") from exc
-                    last = exc
-                except (sqlite3.Error, ValueError) as exc:
-                    raise self._translate(exc, "configuring") from exc
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        if scope.cancelled_caught:
-            raise self._translate(last, "switching the journal mode of") from last
+        while True:
+            try:
+                await conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF in _BUSY_CODES
+                if not busy or anyio.current_time() >= deadline:
+                    raise self._translate(exc, "switching the journal mode of") from exc
+            except (sqlite3.Error, ValueError) as exc:
+                raise self._translate(exc, "switching the journal mode of") from exc
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def _create(
         self, conn: aiosqlite.Connection, migrations: MigrationSet
