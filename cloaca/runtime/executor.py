@@ -38,10 +38,13 @@ from cloaca import registry
 from cloaca.retry import RetryPolicy
 from cloaca.runtime.attempt import run_attempt
 from cloaca.runtime.messages import (
+    RUN_ATTEMPT,
+    AbandonAttempt,
     AttemptFailed,
-    AttemptStarted,
+    AttemptStarting,
     AttemptSucceeded,
     DispatchTask,
+    RunAttempt,
     TaskRef,
 )
 
@@ -62,14 +65,7 @@ class AttemptError(Exception):
         self.policy = policy
 
 
-class _Run(msgspec.Struct, frozen=True):
-    """Sent by a task actor to itself: run the attempt now that it has started."""
-
-
-_RUN = _Run()
-
-
-class TaskActor(Actor[_Run]):
+class TaskActor(Actor[RunAttempt | AbandonAttempt]):
     """One attempt of one task; a restart is the next attempt."""
 
     mailbox_capacity: ClassVar[int] = 1
@@ -89,20 +85,38 @@ class TaskActor(Actor[_Run]):
         self._timeout = timeout
 
     async def on_start(self) -> None:
-        """Schedule the attempt; starting must not wait for the task body."""
-        self.ref.send_nowait(_RUN)
+        """Schedule the attempt; starting must not wait for the task body.
 
-    async def handle(self, message: _Run) -> None:
-        """Run the attempt and report it; a failure crashes this actor."""
+        The first attempt's start was journaled with the dispatch. A restart (a
+        retry) first asks the scheduler to journal its start and runs on
+        ``RunAttempt``.
+        """
+        if self.incarnation == 1:
+            self.ref.send_nowait(RUN_ATTEMPT)
+        else:
+            self._scheduler.send_nowait(
+                AttemptStarting(task=self._task(), reply_to=self.ref)
+            )
+
+    def _task(self) -> TaskRef:
         first = self._dispatch.task
-        task = msgspec.structs.replace(
+        return msgspec.structs.replace(
             first, attempt=first.attempt + self.incarnation - 1
         )
+
+    async def handle(self, message: RunAttempt | AbandonAttempt) -> None:
+        """Run the attempt and report it; a failure crashes this actor."""
+        if isinstance(message, AbandonAttempt):
+            self.stop()
+            return
+        task = self._task()
+        not_before = self._dispatch.not_before
+        if not_before is not None and self.incarnation == 1:
+            wait = (not_before - _now(self.clock.wall_ms())).total_seconds()
+            if wait > 0:
+                await self.clock.sleep(wait)
         async with self._limiter:
             spec = registry.get_task(task.task_name)
-            self._scheduler.send_nowait(
-                AttemptStarted(task=task, at=_now(self.clock.wall_ms()))
-            )
             if spec is None:
                 # API.md 4.14: a task whose function is not registered fails for good.
                 raise AttemptError(task, f"Task not found: {task.task_name}", None)

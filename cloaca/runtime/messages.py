@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -47,11 +48,15 @@ class ResumeExecutions(Message, frozen=True):
     rows: tuple[ExecutionRow, ...]
 
 
-class AttemptStarted(Message, frozen=True):
-    """A task actor is about to call the task function."""
+class AttemptStarting(Message, frozen=True):
+    """A restarted task actor wants to run a retry (``task.attempt``).
+
+    The scheduler journals the start, and once it is durable answers
+    ``reply_to`` with ``RunAttempt`` (or ``AbandonAttempt``).
+    """
 
     task: TaskRef
-    at: datetime
+    reply_to: Any
 
 
 class AttemptSucceeded(Message, frozen=True):
@@ -88,7 +93,7 @@ class ResumeIntake(Message, frozen=True):
 SchedulerMsg = (
     StartExecution
     | ResumeExecutions
-    | AttemptStarted
+    | AttemptStarting
     | AttemptSucceeded
     | AttemptFailed
     | Committed
@@ -101,11 +106,27 @@ SchedulerMsg = (
 
 
 class DispatchTask(Message, frozen=True):
-    """Run one attempt of a task with ``input_json`` as its input context."""
+    """Run one attempt of a task with ``input_json`` as its input context.
+
+    Its start is already durable. ``not_before`` delays a retry that was
+    waiting out its backoff when its execution was read back.
+    """
 
     task: TaskRef
     input_json: str
     max_attempts: int
+    not_before: datetime | None = None
+
+
+class RunAttempt(Message, frozen=True):
+    """To a task actor: its start is durable, run the attempt."""
+
+
+class AbandonAttempt(Message, frozen=True):
+    """To a task actor: the attempt is no longer wanted; stop without running."""
+
+
+RUN_ATTEMPT = RunAttempt()
 
 
 ExecutorMsg = DispatchTask

@@ -24,9 +24,11 @@ from cloaca import registry
 from cloaca.context import decode_context_data
 from cloaca.runtime import rules, state as st
 from cloaca.runtime.messages import (
+    RUN_ATTEMPT,
+    AbandonAttempt,
     Append,
     AttemptFailed,
-    AttemptStarted,
+    AttemptStarting,
     AttemptSucceeded,
     Committed,
     DispatchTask,
@@ -83,6 +85,7 @@ class Scheduler(Actor[SchedulerMsg]):
         self._after_commit: deque[tuple[int, Callable[[], None]]] = deque()
         self._paused = False
         self._held: list[tuple[st.ExecutionState, st.TaskState]] = []
+        self._held_starts: list[AttemptStarting] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -119,8 +122,8 @@ class Scheduler(Actor[SchedulerMsg]):
                 self._committed(seq)
             case AttemptSucceeded():
                 self._succeeded(message)
-            case AttemptStarted(task=task, at=at):
-                self._attempt_started(task, at)
+            case AttemptStarting():
+                self._attempt_starting(message)
             case AttemptFailed():
                 self._failed(message)
             case StartExecution():
@@ -131,9 +134,7 @@ class Scheduler(Actor[SchedulerMsg]):
                 self._paused = True
             case ResumeIntake():
                 self._paused = False
-                held, self._held = self._held, []
-                for execution, task in held:
-                    self._dispatch(execution, task)
+                self._resume_held()
         return None
 
     # -- new executions --------------------------------------------------------
@@ -157,7 +158,9 @@ class Scheduler(Actor[SchedulerMsg]):
                     max_attempts=attempts,
                 )
             )
-            new_rows.append(j.NewTask(id=row_id, task_name=name, max_attempts=attempts))
+            new_rows.append(
+                j.NewTask(id=row_id, task_name=name, max_attempts=attempts)
+            )
         execution = st.ExecutionState(
             execution_id=message.execution_id,
             workflow_name=message.workflow_name,
@@ -169,19 +172,22 @@ class Scheduler(Actor[SchedulerMsg]):
         self._executions[execution.id] = execution
         self._owned.add(execution.id)
         has_input = message.context_json != st.EMPTY_JSON
-        created = j.ExecutionCreated(
-            execution_id=execution.id,
-            pipeline_name=message.workflow_name,
-            pipeline_version=graph.version,
-            context_id=uuid.uuid4() if has_input else None,
-            context_json=message.context_json if has_input else None,
-            tasks=tuple(new_rows),
-            at=at,
-        )
-        self._journal((created,), then=lambda: self._advance(execution))
+        entries: list[j.JournalEvent] = [
+            j.ExecutionCreated(
+                execution_id=execution.id,
+                pipeline_name=message.workflow_name,
+                pipeline_version=graph.version,
+                context_id=uuid.uuid4() if has_input else None,
+                context_json=message.context_json if has_input else None,
+                tasks=tuple(new_rows),
+                at=at,
+            )
+        ]
+        self._progress(execution, entries, execution.startable(), at)
         return True
 
     def _resume(self, rows: Iterable[ExecutionRow]) -> None:
+        at = self._now()
         for row in rows:
             if row.id in self._executions:
                 continue
@@ -190,7 +196,7 @@ class Scheduler(Actor[SchedulerMsg]):
                 continue
             self._executions[execution.id] = execution
             self._owned.add(execution.id)
-            self._advance(execution)
+            self._progress(execution, [], execution.startable(), at)
 
     def _rebuild(self, row: ExecutionRow) -> st.ExecutionState | None:
         workflow = registry.get_workflow(row.pipeline_name)
@@ -205,19 +211,21 @@ class Scheduler(Actor[SchedulerMsg]):
         tasks = []
         for task_row in row.tasks:
             status = task_row.status
-            if status == st.RUNNING:
-                # Recovery resets orphans before resuming; a Running row here is
-                # an attempt this runner lost in a restart: run it again.
-                status = st.READY
+            # Recovery resets orphans before resuming; a Running row here is an
+            # attempt this runner lost in an infrastructure restart: run it again,
+            # without a second start mark (the row already says Running).
+            marked = status == st.RUNNING
             task = st.TaskState(
                 name=task_row.task_name,
                 row_id=task_row.id,
                 dependencies=graph.dependencies.get(task_row.task_name, ()),
                 max_attempts=max(1, task_row.max_attempts),
-                status=status,
+                status=st.READY if marked else status,
                 attempt=max(1, task_row.attempt),
                 rule=rules.parse_rule(task_row.trigger_rules),
             )
+            task.start_marked = marked
+            task.retry_at = task_row.retry_at if status == st.READY else None
             task.output_json = task_row.output_context_json or (
                 st.EMPTY_JSON if status == st.COMPLETED else None
             )
@@ -239,44 +247,101 @@ class Scheduler(Actor[SchedulerMsg]):
 
     # -- progress --------------------------------------------------------------
 
-    def _advance(self, execution: st.ExecutionState) -> None:
-        """Dispatch what can start; finish the execution when nothing is left."""
-        if execution.done:
-            self._finish(execution)
-            return
-        for task in execution.startable():
-            self._dispatch(execution, task)
+    def _progress(
+        self,
+        execution: st.ExecutionState,
+        entries: list[j.JournalEvent],
+        candidates: Iterable[st.TaskState],
+        at: datetime,
+    ) -> None:
+        """Journal ``entries`` with the starts they make possible, then dispatch.
 
-    def _dispatch(self, execution: st.ExecutionState, task: st.TaskState) -> None:
-        if self._paused:
-            self._held.append((execution, task))
+        Starting attempts are marked ``Running`` in the same transaction as the
+        result that released them, so a task body never runs before its start is
+        durable (a task that kills its process is counted by recovery) and no
+        extra commit is spent on it.
+        """
+        dispatches = self._plan_starts(execution, candidates, entries, at)
+        if execution.done and not execution.finished:
+            entries.append(self._finished_entry(execution, at))
+            self._journal(entries, then=lambda: self._finish(execution, at))
             return
-        input_json = execution.input_json_for(task)
-        if not rules.is_always(task.rule) and not execution.rule_holds(
-            task, decode_context_data(input_json)
-        ):
-            self._skip(execution, task)
+        if not entries:
+            self._send(dispatches)
             return
-        task.status = st.RUNNING  # dispatched: not startable again
-        ref = TaskRef(
-            execution_id=execution.id,
-            task_name=task.name,
-            row_id=task.row_id,
-            attempt=task.attempt,
-        )
-        self._executor().send_nowait(
-            DispatchTask(
-                task=ref, input_json=input_json, max_attempts=task.max_attempts
+        self._journal(entries, then=lambda: self._send(dispatches))
+
+    def _plan_starts(
+        self,
+        execution: st.ExecutionState,
+        candidates: Iterable[st.TaskState],
+        entries: list[j.JournalEvent],
+        at: datetime,
+    ) -> list[DispatchTask]:
+        dispatches: list[DispatchTask] = []
+        queue = deque(candidates)
+        while queue:
+            task = queue.popleft()
+            if task.status not in (st.NOT_STARTED, st.READY):
+                continue
+            if self._paused:
+                self._held.append((execution, task))
+                continue
+            input_json = execution.input_json_for(task)
+            if not rules.is_always(task.rule) and not execution.rule_holds(
+                task, decode_context_data(input_json)
+            ):
+                execution.mark_skipped(task, at)
+                entries.append(
+                    j.TaskSkipped(
+                        task_execution_id=task.row_id, reason=rules.SKIP_REASON, at=at
+                    )
+                )
+                queue.extend(execution.release(task))
+                continue
+            if not execution.running:
+                execution.running = True
+                entries.append(j.ExecutionRunning(execution_id=execution.id, at=at))
+            if not task.start_marked:
+                entries.append(
+                    j.TaskStarted(
+                        task_execution_id=task.row_id, attempt=task.attempt, at=at
+                    )
+                )
+            not_before = task.retry_at
+            execution.mark_running(task, at)
+            dispatches.append(
+                DispatchTask(
+                    task=TaskRef(
+                        execution_id=execution.id,
+                        task_name=task.name,
+                        row_id=task.row_id,
+                        attempt=task.attempt,
+                    ),
+                    input_json=input_json,
+                    max_attempts=task.max_attempts,
+                    not_before=not_before,
+                )
             )
-        )
+        return dispatches
 
-    def _skip(self, execution: st.ExecutionState, task: st.TaskState) -> None:
+    def _send(self, dispatches: list[DispatchTask]) -> None:
+        executor = self._executor()
+        for dispatch in dispatches:
+            executor.send_nowait(dispatch)
+
+    def _resume_held(self) -> None:
+        held, self._held = self._held, []
         at = self._now()
-        execution.mark_skipped(task, at)
-        entry = j.TaskSkipped(
-            task_execution_id=task.row_id, reason=rules.SKIP_REASON, at=at
-        )
-        self._after_terminal(execution, task, [entry])
+        by_execution: dict[uuid.UUID, list[st.TaskState]] = {}
+        for execution, task in held:
+            if execution.id in self._executions:
+                by_execution.setdefault(execution.id, []).append(task)
+        for execution_id, tasks in by_execution.items():
+            self._progress(self._executions[execution_id], [], tasks, at)
+        starting, self._held_starts = self._held_starts, []
+        for message in starting:
+            self._attempt_starting(message)
 
     def _lookup(self, ref: TaskRef) -> tuple[st.ExecutionState, st.TaskState] | None:
         execution = self._executions.get(ref.execution_id)
@@ -287,21 +352,23 @@ class Scheduler(Actor[SchedulerMsg]):
             return None
         return execution, task
 
-    def _attempt_started(self, ref: TaskRef, at: datetime) -> None:
-        found = self._lookup(ref)
+    def _attempt_starting(self, message: AttemptStarting) -> None:
+        """A restarted task actor is ready to run a retry: mark it, then let it go."""
+        found = self._lookup(message.task)
         if found is None:
+            message.reply_to.send_nowait(AbandonAttempt())
+            return
+        if self._paused:
+            self._held_starts.append(message)
             return
         execution, task = found
-        task.attempt = ref.attempt
+        at = self._now()
+        task.attempt = message.task.attempt
         execution.mark_running(task, at)
-        entries: list[j.JournalEvent] = []
-        if not execution.running:
-            execution.running = True
-            entries.append(j.ExecutionRunning(execution_id=execution.id, at=at))
-        entries.append(
-            j.TaskStarted(task_execution_id=task.row_id, attempt=ref.attempt, at=at)
+        entry = j.TaskStarted(
+            task_execution_id=task.row_id, attempt=task.attempt, at=at
         )
-        self._journal(entries)
+        self._journal((entry,), then=lambda: message.reply_to.send_nowait(RUN_ATTEMPT))
 
     def _succeeded(self, message: AttemptSucceeded) -> None:
         found = self._lookup(message.task)
@@ -319,7 +386,7 @@ class Scheduler(Actor[SchedulerMsg]):
             context_json=output if context_id is not None else None,
             at=message.at,
         )
-        self._after_terminal(execution, task, [entry])
+        self._progress(execution, [entry], execution.release(task), message.at)
 
     def _failed(self, message: AttemptFailed) -> None:
         found = self._lookup(message.task)
@@ -339,61 +406,29 @@ class Scheduler(Actor[SchedulerMsg]):
                     ),
                 )
             )
-            # The supervisor restarts the task actor after the backoff; mark it
-            # dispatched so it is not started a second time.
+            # The supervisor restarts the task actor after the backoff; until it
+            # asks to start, the task is not startable by anyone else.
             task.status = st.RUNNING
             return
         execution.mark_failed(task, message.error, message.at)
         entry = j.TaskFailed(
             task_execution_id=task.row_id, error=message.error, at=message.at
         )
-        self._after_terminal(execution, task, [entry])
+        self._progress(execution, [entry], execution.release(task), message.at)
 
-    def _after_terminal(
-        self,
-        execution: st.ExecutionState,
-        task: st.TaskState,
-        entries: list[j.JournalEvent],
-    ) -> None:
-        """Journal a terminal transition; release dependents once it is durable."""
-        if execution.done:
-            at = entries[-1].at  # type: ignore[union-attr]
-            entries.append(
-                j.ExecutionFinished(
-                    execution_id=execution.id,
-                    status=execution.status,
-                    context_id=execution.final_context_ref(),
-                    error=execution.error_message(),
-                    at=at,
-                )
-            )
-            self._journal(entries, then=lambda: self._finish(execution, at))
-            return
+    def _finished_entry(
+        self, execution: st.ExecutionState, at: datetime
+    ) -> j.ExecutionFinished:
+        return j.ExecutionFinished(
+            execution_id=execution.id,
+            status=execution.status,
+            context_id=execution.final_context_ref(),
+            error=execution.error_message(),
+            at=at,
+        )
 
-        def release() -> None:
-            for dependent in execution.release(task):
-                self._dispatch(execution, dependent)
-
-        self._journal(entries, then=release)
-
-    def _finish(self, execution: st.ExecutionState, at: datetime | None = None) -> None:
+    def _finish(self, execution: st.ExecutionState, at: datetime) -> None:
         if execution.finished:
-            return
-        if at is None:
-            # Every task was already terminal when the execution was (re)built.
-            at = self._now()
-            self._journal(
-                (
-                    j.ExecutionFinished(
-                        execution_id=execution.id,
-                        status=execution.status,
-                        context_id=execution.final_context_ref(),
-                        error=execution.error_message(),
-                        at=at,
-                    ),
-                ),
-                then=lambda: self._finish(execution, at),
-            )
             return
         execution.finished = True
         self._executions.pop(execution.id, None)

@@ -51,6 +51,8 @@ class TaskState:
         "pending_deps",
         "row_id",
         "rule",
+        "retry_at",
+        "start_marked",
         "started_at",
         "status",
     )
@@ -80,6 +82,11 @@ class TaskState:
         self.started_at: datetime | None = None
         self.completed_at: datetime | None = None
         self.error: str | None = None
+        # Not before this time (a retry waiting out its backoff, read back from
+        # the database).
+        self.retry_at: datetime | None = None
+        # The row already says Running for the current attempt.
+        self.start_marked = False
 
     @property
     def id(self) -> str:
@@ -199,6 +206,8 @@ class ExecutionState:
         """An attempt of ``task`` is executing."""
         task.status = RUNNING
         task.started_at = at
+        task.start_marked = True
+        task.retry_at = None
 
     def mark_completed(
         self,
@@ -222,6 +231,7 @@ class ExecutionState:
         task.attempt += 1
         task.error = error
         task.started_at = None
+        task.start_marked = False
 
     def mark_failed(self, task: TaskState, error: str, at: datetime) -> None:
         """``task`` failed for good."""
