@@ -13,6 +13,7 @@ in order (each after the previous one's ``on_start``) and stop in reverse order 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -626,6 +627,11 @@ class Supervisor(Actor[Any]):
                     if slot.alive:
                         scope.cancel()
                 await event.wait()
+            if mode != _DRAIN:
+                # A cancelled incarnation never read its stop request; the next one
+                # must not inherit it (the mailbox belongs to the slot).
+                with contextlib.suppress(ValueError):
+                    slot.mailbox._system.remove(STOP)
         if mode == _RESTART:
             slot.state = _PENDING
         else:
