@@ -28,6 +28,7 @@ class TaskResult:
     """How one task of an execution ended (an entry of ``task_results``)."""
 
     __slots__ = ("_outcome",)
+    _outcome: TaskOutcome
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _not_constructible("TaskResult")
@@ -86,6 +87,7 @@ class PipelineResult:
     """Result of one execution; not user-constructible (API.md 3.10)."""
 
     __slots__ = ("_outcome",)
+    _outcome: ExecutionOutcome
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _not_constructible("PipelineResult")

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -26,6 +26,7 @@ from cloaca.errors import (
     WorkflowTypeError,
 )
 from cloaca.result import PipelineResult
+from cloaca.schedules import AsyncCronTriggerMethods, CronTriggerMethods
 from cloaca.runtime.engine import Runtime
 from cloaca.runtime.errors import EngineError, to_public
 from cloaca.storage.errors import StorageError
@@ -107,7 +108,7 @@ class _Base:
         self._schema = schema
 
 
-class DefaultRunner(_Base):
+class DefaultRunner(_Base, CronTriggerMethods):
     """Executes registered workflows durably; blocking and thread-safe (API.md 3.9).
 
     The runner connects, creates or migrates the schema, recovers interrupted
@@ -171,7 +172,7 @@ class DefaultRunner(_Base):
         if self._closed:
             raise to_public(_closed())
         try:
-            return self._portal.call(fn, *args)
+            return cast(T, self._portal.call(fn, *args))
         except EngineError as exc:
             raise to_public(exc) from exc
         except StorageError as exc:
@@ -232,7 +233,7 @@ class DefaultRunner(_Base):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         self.shutdown()
         return False
 
@@ -246,7 +247,7 @@ def _closed() -> EngineError:
     return RunnerClosed()
 
 
-class AsyncRunner(_Base):
+class AsyncRunner(_Base, AsyncCronTriggerMethods):
     """The runtime on the caller's own event loop (API.md section 0 item 5).
 
     Use ``async with AsyncRunner(url) as runner:`` and ``await runner.execute(...)``;

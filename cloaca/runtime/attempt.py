@@ -220,7 +220,7 @@ async def run_attempt(
         )
         if isinstance(outcome, _Pending):
             outcome = await _resume_pending(spec, outcome, input_json)
-    if scope.cancelled_caught or outcome is None:
+    if scope.cancelled_caught or not isinstance(outcome, AttemptResult):
         abandoned.set()
         logger.warning(
             "task.attempt.abandoned_thread", task=spec.name, timeout_s=time_limit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -47,6 +48,7 @@ from cloaca.runtime.outcome import ExecutionOutcome
 from cloaca.runtime.persistence import JournalStats, Persistence
 from cloaca.runtime.recovery import recover
 from cloaca.runtime.scheduler import Scheduler
+from cloaca.runtime.schedules import Schedules, start_schedules
 from cloaca.storage import open_store
 from cloaca.storage.protocol import Store
 
@@ -90,7 +92,9 @@ class Runtime:
         self._owned: set[uuid.UUID] = set()
         self._task_supervisor: TaskSupervisor | None = None
         self._closed = False
+        self._finish_listeners: list[Callable[[ExecutionOutcome], None]] = []
         self.journal_stats = JournalStats()
+        self.schedules: Schedules | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -108,6 +112,7 @@ class Runtime:
             await system.__aenter__()
             try:
                 await self._spawn_tree(system)
+                self.schedules = await start_schedules(self, system)
             except BaseException:
                 await system.__aexit__(None, None, None)
                 raise
@@ -210,18 +215,45 @@ class Runtime:
         if waiter is not None:
             waiter.outcome = outcome
             waiter.event.set()
+        for listener in self._finish_listeners:
+            try:
+                listener(outcome)
+            except Exception:
+                logger.exception(
+                    "execution.finish_listener_failed",
+                    execution_id=str(outcome.execution_id),
+                )
+
+    def add_finish_listener(
+        self, listener: Callable[[ExecutionOutcome], None]
+    ) -> Callable[[], None]:
+        """Call ``listener`` (on the loop, must not block) when any execution ends."""
+        self._finish_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._finish_listeners:
+                self._finish_listeners.remove(listener)
+
+        return remove
 
     def _scheduler(self) -> Any:
         return self._system_ref("scheduler")
 
-    async def submit(self, workflow_name: str, context_json: str) -> uuid.UUID:
-        """Start an execution without waiting for it; return its id."""
+    async def submit(
+        self, workflow_name: str, context_json: str, *, origin: str | None = None
+    ) -> uuid.UUID:
+        """Start an execution without waiting for it; return its id.
+
+        ``origin`` says who started it (``cron:<id>``, ``trigger:<name>``); it is
+        reported in the ``ExecutionOutcome`` that finish listeners receive.
+        """
         execution_id = uuid.uuid4()
         accepted = await self._scheduler().ask(
             StartExecution(
                 execution_id=execution_id,
                 workflow_name=workflow_name,
                 context_json=context_json,
+                origin=origin,
             )
         )
         if not accepted:

@@ -40,6 +40,8 @@ class StartExecution(Message, frozen=True):
     execution_id: uuid.UUID
     workflow_name: str
     context_json: str
+    origin: str | None = None
+    """Who started it: ``None`` for ``execute()``, else e.g. ``cron:<schedule id>``."""
 
 
 class ResumeExecutions(Message, frozen=True):

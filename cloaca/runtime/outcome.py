@@ -31,3 +31,5 @@ class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):
     final_context_json: str
     error: str | None
     tasks: tuple[TaskOutcome, ...] = ()
+    origin: str | None = None
+    """``None`` for ``execute()``; ``cron:<schedule id>`` or ``trigger:<name>``."""

@@ -32,7 +32,7 @@ def parse_rule(text: str | None) -> Mapping[str, Any]:
 
 def is_always(rule: Mapping[str, Any]) -> bool:
     """True for the rule every Python task carries."""
-    return rule.get("type", "Always") == "Always"
+    return bool(rule.get("type", "Always") == "Always")
 
 
 def evaluate(

@@ -169,6 +169,7 @@ class Scheduler(Actor[SchedulerMsg]):
             started_at=at,
             tasks=tasks,
         )
+        execution.origin = message.origin
         self._executions[execution.id] = execution
         self._owned.add(execution.id)
         has_input = message.context_json != st.EMPTY_JSON
@@ -446,6 +447,7 @@ def outcome_of(execution: st.ExecutionState, at: datetime) -> ExecutionOutcome:
         completed_at=at,
         final_context_json=execution.final_context_json(),
         error=execution.error_message(),
+        origin=execution.origin,
         tasks=tuple(
             TaskOutcome(
                 task_name=t.name,

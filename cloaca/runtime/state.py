@@ -103,6 +103,7 @@ class ExecutionState:
         "finished",
         "id",
         "input_json",
+        "origin",
         "remaining",
         "running",
         "started_at",
@@ -140,6 +141,7 @@ class ExecutionState:
         self.final_context_id: uuid.UUID | None = None
         self.finished = False
         self.running = False
+        self.origin: str | None = None
         for task in self.tasks.values():
             if task.status in TERMINAL:
                 self._note_output(task)

@@ -34,7 +34,7 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     trigger_rules: str = ALWAYS_TRIGGER_RULE
 
 
-class ExecutionCreated(JournalEntry, tag="execution.created"):
+class ExecutionCreated(JournalEntry, frozen=True, kw_only=True, tag="execution.created"):
     """A new execution: input context row (if any), ``Pending`` execution, its tasks.
 
     ``context_id``/``context_json`` are both ``None`` for an empty input context
@@ -50,21 +50,21 @@ class ExecutionCreated(JournalEntry, tag="execution.created"):
     at: datetime
 
 
-class ExecutionRunning(JournalEntry, tag="execution.running"):
+class ExecutionRunning(JournalEntry, frozen=True, kw_only=True, tag="execution.running"):
     """The execution's first attempt started: ``Pending`` -> ``Running``."""
 
     execution_id: uuid.UUID
     at: datetime
 
 
-class TaskReady(JournalEntry, tag="task.ready"):
+class TaskReady(JournalEntry, frozen=True, kw_only=True, tag="task.ready"):
     """Dependencies terminal and trigger rule true: ``NotStarted`` -> ``Ready``."""
 
     task_execution_id: uuid.UUID
     at: datetime
 
 
-class TaskStarted(JournalEntry, tag="task.started"):
+class TaskStarted(JournalEntry, frozen=True, kw_only=True, tag="task.started"):
     """An attempt starts: ``Ready``/``NotStarted`` -> ``Running``, ``started_at`` set."""
 
     task_execution_id: uuid.UUID
@@ -72,7 +72,7 @@ class TaskStarted(JournalEntry, tag="task.started"):
     at: datetime
 
 
-class TaskCompleted(JournalEntry, tag="task.completed"):
+class TaskCompleted(JournalEntry, frozen=True, kw_only=True, tag="task.completed"):
     """Success: output context row (unless empty), metadata upsert, ``Completed``."""
 
     task_execution_id: uuid.UUID
@@ -83,7 +83,7 @@ class TaskCompleted(JournalEntry, tag="task.completed"):
     at: datetime
 
 
-class TaskRetryScheduled(JournalEntry, tag="task.retry_scheduled"):
+class TaskRetryScheduled(JournalEntry, frozen=True, kw_only=True, tag="task.retry_scheduled"):
     """A failed attempt that will be retried: back to ``Ready`` with ``attempt`` + 1.
 
     ``attempt`` is the number of the *next* attempt. ``started_at`` and
@@ -97,7 +97,7 @@ class TaskRetryScheduled(JournalEntry, tag="task.retry_scheduled"):
     at: datetime
 
 
-class TaskFailed(JournalEntry, tag="task.failed"):
+class TaskFailed(JournalEntry, frozen=True, kw_only=True, tag="task.failed"):
     """Final failure: ``Failed``, ``completed_at``, ``last_error`` = ``error_details``."""
 
     task_execution_id: uuid.UUID
@@ -105,7 +105,7 @@ class TaskFailed(JournalEntry, tag="task.failed"):
     at: datetime
 
 
-class TaskSkipped(JournalEntry, tag="task.skipped"):
+class TaskSkipped(JournalEntry, frozen=True, kw_only=True, tag="task.skipped"):
     """Trigger rule false: ``Skipped`` with ``error_details`` = ``reason``."""
 
     task_execution_id: uuid.UUID
@@ -113,7 +113,7 @@ class TaskSkipped(JournalEntry, tag="task.skipped"):
     at: datetime
 
 
-class TaskReset(JournalEntry, tag="task.reset"):
+class TaskReset(JournalEntry, frozen=True, kw_only=True, tag="task.reset"):
     """Recovery of an orphaned ``Running`` task: back to ``Ready``.
 
     Sets ``started_at`` NULL, ``recovery_attempts`` = ``recovery_attempt``,
@@ -129,7 +129,7 @@ class TaskReset(JournalEntry, tag="task.reset"):
     at: datetime
 
 
-class TaskAbandoned(JournalEntry, tag="task.abandoned"):
+class TaskAbandoned(JournalEntry, frozen=True, kw_only=True, tag="task.abandoned"):
     """Recovery gave up on a task: ``Failed`` with ``error_details`` = ``error``.
 
     Also sets ``last_error``, ``completed_at``, and inserts a ``task_abandoned``
@@ -145,7 +145,7 @@ class TaskAbandoned(JournalEntry, tag="task.abandoned"):
     kind: str = "task_abandoned"
 
 
-class ExecutionFinished(JournalEntry, tag="execution.finished"):
+class ExecutionFinished(JournalEntry, frozen=True, kw_only=True, tag="execution.finished"):
     """The execution reached a terminal state.
 
     ``status`` is ``Completed`` or ``Failed``. ``context_id`` moves the execution's
