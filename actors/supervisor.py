@@ -170,8 +170,6 @@ class Supervisor(Actor[Any]):
         ValueError: If two static children share an id.
     """
 
-    mailbox_capacity = 1024
-
     def __init__(
         self,
         children: Sequence[ChildSpec] = (),

@@ -146,14 +146,22 @@ class ActorSystem:
             # Cancelled from outside: no graceful stop, cancel what is left.
             self._scope.cancel()
         self._state = _CLOSED
-        if pending is None:
-            # The root has exited; handing the group the body's exception would only
-            # wrap it in an ExceptionGroup, so the exception propagates by itself.
-            await tg.__aexit__(None, None, None)
-        elif not await tg.__aexit__(type(pending), pending, pending.__traceback__):
-            if pending is exc:
-                return False
-            raise pending
+        try:
+            if pending is None:
+                # The root has exited; handing the group the body's exception would
+                # only wrap it in an ExceptionGroup, so it propagates by itself.
+                await tg.__aexit__(None, None, None)
+            elif not await tg.__aexit__(type(pending), pending, pending.__traceback__):
+                if pending is exc:
+                    return False
+                raise pending
+        finally:
+            # A root cancelled from outside never reports its exit; close it here.
+            self._root_alive = False
+            if self._root_mailbox is not None:
+                self._root_mailbox.close()
+            if self._done is not None:
+                self._done.set()
         if self.escalation is not None and (exc is None or exc is pending):
             raise self.escalation
         return exc is not None and exc is pending

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import anyio
 
@@ -53,7 +53,7 @@ class Probe(Actor[Any]):
         reply: Computes the reply to an ask from the message (None replies None).
     """
 
-    mailbox_capacity = 10_000
+    mailbox_capacity: ClassVar[float] = 10_000
 
     def __init__(self, reply: Callable[[Any], Any] | None = None) -> None:
         self.messages: list[Any] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import msgspec
@@ -56,7 +56,7 @@ class Counter(Actor[Any]):
 class Gate(Actor[Any]):
     """Handles nothing until `gate` is set: lets a test fill the mailbox."""
 
-    mailbox_capacity = 2
+    mailbox_capacity: ClassVar[float] = 2
 
     def __init__(self, gate: anyio.Event, seen: list[Any]) -> None:
         self.gate = gate

@@ -73,6 +73,14 @@ def started(child_id: str, incarnation: int) -> Callable[[SupervisionEvent], boo
     )
 
 
+def restarted(child_id: str, incarnation: int) -> Callable[[SupervisionEvent], bool]:
+    return lambda e: (
+        isinstance(e, ChildRestarted)
+        and e.child_id == child_id
+        and e.incarnation == incarnation
+    )
+
+
 def specs(*ids: str, **scripts: ScriptedChild) -> list[ChildSpec]:
     return [ChildSpec(cid, scripts.get(cid) or ScriptedChild()) for cid in ids]
 
@@ -299,9 +307,7 @@ async def test_decider_restarts_do_not_use_up_intensity(
         )
         sibling = await sup.start_child(ChildSpec("s", ScriptedChild()))
         for n in range(1, 6):
-            await recorder.wait_for(
-                lambda e, n=n: isinstance(e, ChildRestarted) and e.incarnation == n + 1
-            )
+            await recorder.wait_for(restarted("w", n + 1))
             await anyio.wait_all_tasks_blocked()
             assert clock.pending_sleepers() >= 1
             # the supervisor's loop keeps serving while the restart delay runs
@@ -518,9 +524,11 @@ async def test_ordered_start_each_after_the_previous_on_start(
         async def handle(self, message: Any) -> Any:
             return self.label
 
+    def step(label: str, previous: str | None) -> Callable[[], Actor[Any]]:
+        return lambda: Step(label, previous)
+
     children = [
-        ChildSpec(n, lambda n=n, p=p: Step(n, p))
-        for n, p in (("a", None), ("b", "a"), ("c", "b"))
+        ChildSpec(n, step(n, p)) for n, p in (("a", None), ("b", "a"), ("c", "b"))
     ]
     async with ActorSystem(monitor=recorder) as system:
         await start_sup(system, children)
