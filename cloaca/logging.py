@@ -32,7 +32,9 @@ class Logger:
         self._name = name
         self._std = logging.getLogger(name)
 
-    def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+    def _emit(
+        self, level: int, method: str, event: str, fields: dict[str, Any]
+    ) -> None:
         if structlog.is_configured():
             getattr(structlog.get_logger(self._name), method)(event, **fields)
             return
@@ -40,9 +42,7 @@ class Logger:
             return
         merged = {**get_contextvars(), **fields}
         rendered = " ".join(f"{key}={value!r}" for key, value in merged.items())
-        self._std.log(
-            level, "%s %s", event, rendered, exc_info=method == "exception"
-        )
+        self._std.log(level, "%s %s", event, rendered, exc_info=method == "exception")
 
     def debug(self, event: str, **fields: Any) -> None:
         """Log ``event`` at debug level."""

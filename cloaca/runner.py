@@ -26,9 +26,9 @@ from cloaca.errors import (
     WorkflowTypeError,
 )
 from cloaca.result import PipelineResult
-from cloaca.schedules import AsyncCronTriggerMethods, CronTriggerMethods
 from cloaca.runtime.engine import Runtime
 from cloaca.runtime.errors import EngineError, to_public
+from cloaca.schedules import AsyncCronTriggerMethods, CronTriggerMethods
 from cloaca.storage.errors import StorageError
 from cloaca.storage.urls import mask_password
 

@@ -1,4 +1,7 @@
-"""The load benchmark suite behind ``cloaca bench`` (internal: no stability guarantee)."""
+"""The load benchmark suite behind ``cloaca bench``.
+
+Internal: no stability guarantee.
+"""
 
 from __future__ import annotations
 

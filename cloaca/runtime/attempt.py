@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import msgspec
-from cloaca.logging import get_logger
 
 from cloaca.context import Context, decode_context_data, encode_context_data
+from cloaca.logging import get_logger
 from cloaca.task import TaskSpec
 
 logger = get_logger(__name__)

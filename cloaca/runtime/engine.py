@@ -7,7 +7,8 @@ verifying the schema), runs start-up recovery, then starts the supervision tree:
     ├── persistence      Persistence: journal + group commit
     ├── scheduler        Scheduler: DAG state of live executions
     ├── tasks            TaskSupervisor: one transient TaskActor per attempt
-    └── executor         Executor: dispatches -> task actors
+    ├── executor         Executor: dispatches -> task actors
+    └── intake           Intake: claims executions submitted through the database
 
 Leaving it shuts down gracefully: intake stops, actors drain up to the deadline,
 the journal is flushed, the store is closed. ``DefaultRunner`` hosts it on a
@@ -24,7 +25,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from cloaca.logging import get_logger
 
 from actors import (
     ActorSystem,
@@ -35,8 +35,10 @@ from actors import (
     SupervisorFlags,
 )
 from cloaca.config import RunnerSettings
+from cloaca.logging import get_logger
 from cloaca.runtime.errors import ExecutionTimedOut, RunnerClosed, UnknownWorkflow
 from cloaca.runtime.executor import Executor, TaskSupervisor
+from cloaca.runtime.intake import Intake
 from cloaca.runtime.messages import (
     LoadExecutions,
     ResumeExecutions,
@@ -176,6 +178,18 @@ class Runtime:
                     max_concurrent_tasks=settings.max_concurrent_tasks,
                     task_timeout_seconds=settings.task_timeout_seconds or None,
                 ),
+            )
+        )
+        await system.spawn(
+            ChildSpec(
+                id="intake",
+                factory=lambda: Intake(
+                    self.store,
+                    scheduler_ref,
+                    self._owned,
+                    max(0.01, settings.scheduler_poll_interval_ms / 1000),
+                ),
+                shutdown=ShutdownPolicy.brutal(),
             )
         )
 

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import anyio
 import msgspec
-from cloaca.logging import get_logger
 from structlog.contextvars import bound_contextvars
 
 from actors import (
@@ -35,6 +34,7 @@ from actors import (
     SupervisorFlags,
 )
 from cloaca import registry
+from cloaca.logging import get_logger
 from cloaca.retry import RetryPolicy
 from cloaca.runtime.attempt import run_attempt
 from cloaca.runtime.messages import (

@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from cloaca.logging import get_logger
-
 from actors import Actor, ActorRef
+from cloaca.logging import get_logger
 from cloaca.runtime.messages import (
     Append,
     Committed,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cloaca.logging import get_logger
-
 from cloaca import registry
+from cloaca.logging import get_logger
 from cloaca.storage import journal as j
 from cloaca.storage.protocol import ExecutionRow, Store
 

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from cloaca.logging import get_logger
-
 from actors import Actor, ActorRef
 from cloaca import registry
 from cloaca.context import decode_context_data
+from cloaca.logging import get_logger
 from cloaca.runtime import rules, state as st
 from cloaca.runtime.messages import (
     RUN_ATTEMPT,
@@ -158,9 +157,7 @@ class Scheduler(Actor[SchedulerMsg]):
                     max_attempts=attempts,
                 )
             )
-            new_rows.append(
-                j.NewTask(id=row_id, task_name=name, max_attempts=attempts)
-            )
+            new_rows.append(j.NewTask(id=row_id, task_name=name, max_attempts=attempts))
         execution = st.ExecutionState(
             execution_id=message.execution_id,
             workflow_name=message.workflow_name,
@@ -173,6 +170,9 @@ class Scheduler(Actor[SchedulerMsg]):
         self._executions[execution.id] = execution
         self._owned.add(execution.id)
         has_input = message.context_json != st.EMPTY_JSON
+        # Written Running at once: Pending means "submitted through the database,
+        # not claimed yet" (cloaca.runtime.intake), and this one is ours.
+        execution.running = True
         entries: list[j.JournalEvent] = [
             j.ExecutionCreated(
                 execution_id=execution.id,
@@ -182,7 +182,8 @@ class Scheduler(Actor[SchedulerMsg]):
                 context_json=message.context_json if has_input else None,
                 tasks=tuple(new_rows),
                 at=at,
-            )
+            ),
+            j.ExecutionRunning(execution_id=execution.id, at=at),
         ]
         self._progress(execution, entries, execution.startable(), at)
         return True

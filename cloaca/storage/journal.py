@@ -26,7 +26,7 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class NewTask(msgspec.Struct, frozen=True, kw_only=True):
-    """One ``task_executions`` row created with its execution (status ``NotStarted``)."""
+    """One ``task_executions`` row created with its execution (``NotStarted``)."""
 
     id: uuid.UUID
     task_name: str
@@ -34,7 +34,9 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     trigger_rules: str = ALWAYS_TRIGGER_RULE
 
 
-class ExecutionCreated(JournalEntry, frozen=True, kw_only=True, tag="execution.created"):
+class ExecutionCreated(
+    JournalEntry, frozen=True, kw_only=True, tag="execution.created"
+):
     """A new execution: input context row (if any), ``Pending`` execution, its tasks.
 
     ``context_id``/``context_json`` are both ``None`` for an empty input context
@@ -50,7 +52,9 @@ class ExecutionCreated(JournalEntry, frozen=True, kw_only=True, tag="execution.c
     at: datetime
 
 
-class ExecutionRunning(JournalEntry, frozen=True, kw_only=True, tag="execution.running"):
+class ExecutionRunning(
+    JournalEntry, frozen=True, kw_only=True, tag="execution.running"
+):
     """The execution's first attempt started: ``Pending`` -> ``Running``."""
 
     execution_id: uuid.UUID
@@ -65,7 +69,7 @@ class TaskReady(JournalEntry, frozen=True, kw_only=True, tag="task.ready"):
 
 
 class TaskStarted(JournalEntry, frozen=True, kw_only=True, tag="task.started"):
-    """An attempt starts: ``Ready``/``NotStarted`` -> ``Running``, ``started_at`` set."""
+    """An attempt starts: ``Ready``/``NotStarted`` -> ``Running`` (``started_at``)."""
 
     task_execution_id: uuid.UUID
     attempt: int
@@ -83,7 +87,9 @@ class TaskCompleted(JournalEntry, frozen=True, kw_only=True, tag="task.completed
     at: datetime
 
 
-class TaskRetryScheduled(JournalEntry, frozen=True, kw_only=True, tag="task.retry_scheduled"):
+class TaskRetryScheduled(
+    JournalEntry, frozen=True, kw_only=True, tag="task.retry_scheduled"
+):
     """A failed attempt that will be retried: back to ``Ready`` with ``attempt`` + 1.
 
     ``attempt`` is the number of the *next* attempt. ``started_at`` and
@@ -98,7 +104,7 @@ class TaskRetryScheduled(JournalEntry, frozen=True, kw_only=True, tag="task.retr
 
 
 class TaskFailed(JournalEntry, frozen=True, kw_only=True, tag="task.failed"):
-    """Final failure: ``Failed``, ``completed_at``, ``last_error`` = ``error_details``."""
+    """Final failure: ``Failed``, ``last_error``, ``error_details``."""
 
     task_execution_id: uuid.UUID
     error: str
@@ -145,7 +151,9 @@ class TaskAbandoned(JournalEntry, frozen=True, kw_only=True, tag="task.abandoned
     kind: str = "task_abandoned"
 
 
-class ExecutionFinished(JournalEntry, frozen=True, kw_only=True, tag="execution.finished"):
+class ExecutionFinished(
+    JournalEntry, frozen=True, kw_only=True, tag="execution.finished"
+):
     """The execution reached a terminal state.
 
     ``status`` is ``Completed`` or ``Failed``. ``context_id`` moves the execution's

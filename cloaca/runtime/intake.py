@@ -1,0 +1,172 @@
+"""Executions submitted through the database, and the actor that claims them.
+
+``submit_to_database`` writes a ``Pending`` execution with its task rows (SCHEMA.md
+5 steps 1-2) from a process that runs no runtime (``cloaca execute``). A runtime's
+``Intake`` actor looks for ``Pending`` executions every
+``scheduler_poll_interval_ms`` and claims each with one conditional batch: the
+execution becomes ``Running`` and its root tasks are marked ``Running`` through
+``TaskStarted``, which the store applies only to ``Ready``/``NotStarted`` rows. A
+second runner racing for the same execution gets ``Conflict`` and leaves it. The
+claimed execution is handed to the scheduler like a recovered one.
+
+A runtime's own executions are written ``Running`` in the batch that creates
+them, so ``Pending`` always means "submitted, not yet claimed".
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from actors import Actor, ActorRef
+from cloaca import registry
+from cloaca.logging import get_logger
+from cloaca.runtime.messages import ResumeExecutions
+from cloaca.storage import journal as j, open_store
+from cloaca.storage.errors import Conflict, StorageError
+from cloaca.storage.protocol import ExecutionRow, Store
+from cloaca.workflow import graph_of
+
+logger = get_logger(__name__)
+
+PENDING = "Pending"
+CLAIM_BATCH = 64
+"""Executions looked at per poll."""
+
+
+class UnknownWorkflowError(LookupError):
+    """``submit_to_database`` was given a workflow name nobody registered."""
+
+
+def _max_attempts(task_name: str) -> int:
+    spec = registry.get_task(task_name)
+    return max(1, spec.retry_policy.max_attempts) if spec is not None else 1
+
+
+async def submit_to_database(
+    url: str, workflow_name: str, context_json: str, *, schema: str | None = None
+) -> uuid.UUID:
+    """Write a ``Pending`` execution of ``workflow_name`` for a runtime to claim.
+
+    The workflow must be registered in this process (its task rows are written
+    with the execution). Returns the new execution's id.
+
+    Raises:
+        UnknownWorkflowError: ``workflow_name`` is not registered.
+        StorageError: The database could not be opened or written.
+    """
+    workflow = registry.get_workflow(workflow_name)
+    if workflow is None:
+        raise UnknownWorkflowError(workflow_name)
+    graph = graph_of(workflow)
+    at = datetime.now(UTC)
+    execution_id = uuid.uuid4()
+    has_input = context_json != "{}"
+    entry = j.ExecutionCreated(
+        execution_id=execution_id,
+        pipeline_name=workflow_name,
+        pipeline_version=graph.version,
+        context_id=uuid.uuid4() if has_input else None,
+        context_json=context_json if has_input else None,
+        tasks=tuple(
+            j.NewTask(id=uuid.uuid4(), task_name=name, max_attempts=_max_attempts(name))
+            for name in graph.task_names
+        ),
+        at=at,
+    )
+    store = open_store(url, pool_size=1, schema=schema)
+    await store.open()
+    try:
+        await store.apply([entry])
+    finally:
+        await store.close()
+    return execution_id
+
+
+class Poll(msgspec.Struct, frozen=True):
+    """Look for ``Pending`` executions now (sent by the Intake to itself)."""
+
+
+_POLL = Poll()
+
+
+class Intake(Actor[Poll]):
+    """Claims executions submitted through the database."""
+
+    mailbox_capacity: ClassVar[float] = 4
+
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Any,
+        owned: set[uuid.UUID],
+        interval: float,
+    ) -> None:
+        self._store = store
+        self._scheduler_ref = scheduler
+        self._owned = owned
+        self._interval = interval
+        self._skipped: set[uuid.UUID] = set()
+
+    async def on_start(self) -> None:
+        """Start polling."""
+        self.ref.send_nowait(_POLL)
+
+    async def handle(self, message: Poll) -> None:
+        """One poll, then the next after the interval."""
+        try:
+            await self._poll()
+        except StorageError as exc:
+            logger.warning("intake.poll_failed", error=str(exc))
+        await self.clock.sleep(self._interval)
+        self.ref.send_nowait(_POLL)
+
+    async def _poll(self) -> None:
+        rows = await self._store.list_executions(status=PENDING, limit=CLAIM_BATCH)
+        claimed: list[ExecutionRow] = []
+        for row in rows:
+            if row.id in self._owned or row.id in self._skipped:
+                continue
+            full = await self._claim(row.id)
+            if full is not None:
+                claimed.append(full)
+        if claimed:
+            scheduler: ActorRef[Any] = self._scheduler_ref()
+            scheduler.send_nowait(ResumeExecutions(rows=tuple(claimed)))
+
+    async def _claim(self, execution_id: uuid.UUID) -> ExecutionRow | None:
+        row = await self._store.get_execution(execution_id)
+        if row is None or row.status != PENDING:
+            return None
+        workflow = registry.get_workflow(row.pipeline_name)
+        if workflow is None:
+            # Not ours to run: another runtime may know this workflow.
+            self._skipped.add(execution_id)
+            logger.warning(
+                "intake.workflow_unavailable",
+                execution_id=str(execution_id),
+                workflow=row.pipeline_name,
+            )
+            return None
+        graph = graph_of(workflow)
+        at = datetime.fromtimestamp(self.clock.wall_ms() / 1000, UTC)
+        roots = [
+            t
+            for t in row.tasks
+            if t.status in ("NotStarted", "Ready")
+            and not graph.dependencies.get(t.task_name)
+        ]
+        entries: list[j.JournalEvent] = [j.ExecutionRunning(execution_id=row.id, at=at)]
+        entries += [
+            j.TaskStarted(task_execution_id=t.id, attempt=t.attempt, at=at)
+            for t in roots
+        ]
+        try:
+            await self._store.apply(entries)
+        except Conflict:
+            return None  # another runner claimed it first
+        self._owned.add(execution_id)
+        return await self._store.get_execution(execution_id)
