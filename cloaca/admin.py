@@ -17,11 +17,8 @@ already runs one), and is imported only when a method needs it.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import string
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 from cloaca import texts
@@ -38,11 +35,16 @@ _T = TypeVar("_T")
 
 
 def _generate_password() -> str:
+    import secrets  # on first use: ~10 ms at import time otherwise
+
     return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(_PASSWORD_LENGTH))
 
 
 def _run(work: Callable[[], Awaitable[_T]]) -> _T:
     """Run ``work`` to completion on a fresh event loop, from synchronous code."""
+    # Imported here: asyncio alone costs ~40 ms, too much for ``import cloaca``.
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def main() -> _T:
         return await work()

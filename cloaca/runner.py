@@ -12,11 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, cast
-
-import anyio
-import anyio.from_thread
-import anyio.to_thread
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
 from cloaca.config import DefaultRunnerConfig, RunnerSettings, settings_of
 from cloaca.context import Context, encode_context_data
@@ -26,13 +22,23 @@ from cloaca.errors import (
     WorkflowTypeError,
 )
 from cloaca.result import PipelineResult
-from cloaca.runtime.engine import Runtime
 from cloaca.runtime.errors import EngineError, to_public
 from cloaca.schedules import AsyncCronTriggerMethods, CronTriggerMethods
 from cloaca.storage.errors import StorageError
 from cloaca.storage.urls import mask_password
 
+if TYPE_CHECKING:
+    from cloaca.runtime.engine import Runtime
+
 T = TypeVar("T")
+
+
+def _runtime_class() -> type[Runtime]:
+    # Imported on first use: the runtime (anyio, actors, drivers) would more than
+    # double the cost of ``import cloaca`` (issue 3 asks for under 100 ms).
+    from cloaca.runtime.engine import Runtime
+
+    return Runtime
 
 SCHEMA_NEEDS_POSTGRES = (
     "Schema-based multi-tenancy requires PostgreSQL. SQLite does not support database "
@@ -146,8 +152,10 @@ class DefaultRunner(_Base, CronTriggerMethods):
         self._setup(database_url, config, schema)
         self._lock = threading.Lock()
         self._closed = True
+        import anyio.from_thread
+
         try:
-            runtime = Runtime(self._url, self._settings, schema=schema)
+            runtime = _runtime_class()(self._url, self._settings, schema=schema)
         except StorageError as exc:
             raise _open_error(self._url, exc, schema) from exc
         self._runtime = runtime
@@ -191,6 +199,8 @@ class DefaultRunner(_Base, CronTriggerMethods):
         context_json = _check_execute_args(workflow_name, context)
 
         async def wait() -> PipelineResult:
+            import anyio.to_thread
+
             outcome = await anyio.to_thread.run_sync(
                 self._call, self._runtime.execute, workflow_name, context_json
             )
@@ -282,7 +292,7 @@ class AsyncRunner(_Base, AsyncCronTriggerMethods):
 
     async def __aenter__(self) -> Self:
         try:
-            runtime = Runtime(self._url, self._settings, schema=self._schema)
+            runtime = _runtime_class()(self._url, self._settings, schema=self._schema)
             await runtime.__aenter__()
         except StorageError as exc:
             raise _open_error(self._url, exc, self._schema) from exc
