@@ -12,6 +12,7 @@ flight through one capacity limiter shared by every task actor.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,36 @@ def _now(wall_ms: int) -> datetime:
     return datetime.fromtimestamp(wall_ms / 1000, UTC)
 
 
+class TaskStats:
+    """Counters of the task path, read by ``cloaca bench`` to locate a regression.
+
+    Attributes:
+        attempts: Attempts admitted to run (past the ``max_concurrent_tasks`` limit).
+        queue_wait_seconds: Summed time from the executor receiving a first
+            attempt's dispatch to that attempt being admitted: actor start-up plus
+            the wait for a free slot. Retries are left out (their backoff is not
+            queueing).
+        queue_waits: How many first attempts ``queue_wait_seconds`` sums over.
+    """
+
+    __slots__ = ("attempts", "queue_wait_seconds", "queue_waits")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.queue_wait_seconds = 0.0
+        self.queue_waits = 0
+
+    def as_dict(self) -> dict[str, float]:
+        """Attempts and the mean queue wait in milliseconds."""
+        waits = self.queue_waits
+        return {
+            "task_attempts": self.attempts,
+            "task_queue_wait_ms": 1000 * self.queue_wait_seconds / waits
+            if waits
+            else 0.0,
+        }
+
+
 class AttemptError(Exception):
     """A task attempt failed: the crash reason of its task actor."""
 
@@ -77,12 +108,16 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
         limiter: anyio.CapacityLimiter,
         thread_limiter: anyio.CapacityLimiter,
         timeout: float | None,
+        stats: TaskStats | None = None,
+        received_at: float = 0.0,
     ) -> None:
         self._dispatch = dispatch
         self._scheduler = scheduler
         self._limiter = limiter
         self._thread_limiter = thread_limiter
         self._timeout = timeout
+        self._stats = stats
+        self._received_at = received_at
 
     async def on_start(self) -> None:
         """Schedule the attempt; starting must not wait for the task body.
@@ -116,6 +151,12 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
             if wait > 0:
                 await self.clock.sleep(wait)
         async with self._limiter:
+            stats = self._stats
+            if stats is not None:
+                stats.attempts += 1
+                if self.incarnation == 1 and not_before is None:
+                    stats.queue_waits += 1
+                    stats.queue_wait_seconds += time.perf_counter() - self._received_at
             spec = registry.get_task(task.task_name)
             if spec is None:
                 # API.md 4.14: a task whose function is not registered fails for good.
@@ -161,6 +202,7 @@ class TaskSupervisor(Supervisor):
         self._scheduler = scheduler
         self._rng = rng
         self._dispatches: dict[str, DispatchTask] = {}
+        self.stats = TaskStats()
 
     def remember(self, child_id: str, dispatch: DispatchTask) -> None:
         """Keep the dispatch of a running child, for crashes that are not attempts."""
@@ -239,6 +281,7 @@ class Executor(Actor[DispatchTask]):
 
     async def handle(self, message: DispatchTask) -> None:
         """Start one task actor for the dispatched attempt."""
+        received_at = time.perf_counter()
         supervisor = self._supervisor()
         child_id = f"{message.task.execution_id}:{message.task.task_name}"
         supervisor.remember(child_id, message)
@@ -252,6 +295,8 @@ class Executor(Actor[DispatchTask]):
                     self._limiter,
                     self._thread_limiter,
                     self._timeout,
+                    supervisor.stats,
+                    received_at,
                 ),
                 restart=Restart.TRANSIENT,
                 shutdown=ShutdownPolicy.timeout(5.0),
