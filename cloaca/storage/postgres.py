@@ -32,6 +32,7 @@ from cloaca.storage.pg_errors import (
     translate_error,
 )
 from cloaca.storage.pg_migrate import prepare_schema
+from cloaca.storage.pg_schedules import PgScheduleStore
 from cloaca.storage.pg_url import PostgresTarget, parse_postgres_url
 from cloaca.storage.protocol import ExecutionRow, TaskRow
 from cloaca.storage.queries import load_queries
@@ -89,7 +90,7 @@ def _execution_row(r: asyncpg.Record, tasks: tuple[TaskRow, ...]) -> ExecutionRo
     )
 
 
-class PostgresStore:
+class PostgresStore(PgScheduleStore):
     """The PostgreSQL backend of the ``Store`` protocol.
 
     Args:

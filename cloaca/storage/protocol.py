@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 import msgspec
@@ -105,4 +105,305 @@ class Store(Protocol):
         offset: int = 0,
     ) -> list[ExecutionRow]:
         """Executions newest first (by ``started_at``), without their tasks."""
+        ...
+
+
+# -- schedules (cron and triggers; SCHEMA.md 6-7) ---------------------------------
+#
+# Timestamps of schedule rows are kept as RFC 3339 text with ``+00:00``, exactly as
+# stored: SQLite's text verbatim (0.3.1 wrote nanoseconds), PostgreSQL's
+# microsecond ``timestamp`` formatted the same way. The management methods hand
+# them to Python unchanged (API.md 3.9.4); ``parse_stamp`` reads one as a datetime.
+
+
+def parse_stamp(text: str) -> datetime:
+    """A stored RFC 3339 timestamp as an aware UTC ``datetime`` (to microseconds)."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+class CronScheduleRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``cron_schedules`` row."""
+
+    id: uuid.UUID
+    workflow_name: str
+    cron_expression: str
+    timezone: str
+    enabled: bool
+    catchup_policy: str
+    start_date: str | None
+    end_date: str | None
+    next_run_at: str
+    last_run_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class CronExecutionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``cron_executions`` audit row: a claimed tick and its execution."""
+
+    id: uuid.UUID
+    schedule_id: uuid.UUID
+    scheduled_time: str
+    claimed_at: str
+    pipeline_execution_id: uuid.UUID | None
+    created_at: str
+    updated_at: str
+
+
+class LostCronExecution(msgspec.Struct, frozen=True, kw_only=True):
+    """An audit row never linked to an execution, with what re-running it needs."""
+
+    execution: CronExecutionRow
+    workflow_name: str
+    cron_expression: str
+    timezone: str
+
+
+class CronStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts of audit rows claimed since a time (API.md 3.9.4 statistics)."""
+
+    total: int
+    linked: int
+    lost: int
+
+
+class TriggerScheduleRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``trigger_schedules`` row."""
+
+    id: uuid.UUID
+    trigger_name: str
+    workflow_name: str
+    poll_interval_ms: int
+    allow_concurrent: bool
+    enabled: bool
+    last_poll_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class TriggerExecutionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``trigger_executions`` row: a fire and the execution it started."""
+
+    id: uuid.UUID
+    trigger_name: str
+    context_hash: str
+    pipeline_execution_id: uuid.UUID | None
+    started_at: str
+    completed_at: str | None
+    created_at: str
+
+
+class ScheduleStore(Protocol):
+    """The cron and trigger tables (SCHEMA.md 6-7), implemented by both stores.
+
+    Every method is one self-contained transaction, so the cron and trigger
+    actors call it directly, next to Persistence.
+    """
+
+    async def insert_cron_schedule(
+        self,
+        *,
+        schedule_id: uuid.UUID,
+        workflow_name: str,
+        cron_expression: str,
+        timezone: str,
+        next_run_at: datetime,
+        now: datetime,
+    ) -> None:
+        """Create an enabled ``skip`` schedule (SCHEMA.md 6, registration)."""
+        ...
+
+    async def list_cron_schedules(
+        self, *, enabled_only: bool, limit: int, offset: int
+    ) -> list[CronScheduleRow]:
+        """Schedules by ``workflow_name`` ascending."""
+        ...
+
+    async def get_cron_schedule(self, schedule_id: uuid.UUID) -> CronScheduleRow | None:
+        """One schedule, or None."""
+        ...
+
+    async def update_cron_schedule(
+        self,
+        schedule_id: uuid.UUID,
+        *,
+        cron_expression: str,
+        timezone: str,
+        next_run_at: datetime,
+        now: datetime,
+    ) -> bool:
+        """Replace expression, zone and next tick; False if there is no such row."""
+        ...
+
+    async def set_cron_schedule_enabled(
+        self, schedule_id: uuid.UUID, enabled: bool, now: datetime
+    ) -> bool:
+        """Touch only ``enabled`` and ``updated_at``; False if no such row."""
+        ...
+
+    async def delete_cron_schedule(self, schedule_id: uuid.UUID) -> bool:
+        """Delete a schedule and its audit rows; False if no such row."""
+        ...
+
+    async def due_cron_schedules(
+        self, now: datetime
+    ) -> tuple[list[CronScheduleRow], str | None]:
+        """Due schedules and the earliest upcoming tick.
+
+        Returns enabled schedules with ``next_run_at <= now``, and the earliest
+        ``next_run_at`` of all enabled schedules (None when there are none).
+        """
+        ...
+
+    async def claim_cron_ticks(
+        self,
+        schedule_id: uuid.UUID,
+        *,
+        seen_next_run_at: str,
+        next_run_at: datetime,
+        ticks: Sequence[datetime],
+        now: datetime,
+    ) -> list[CronExecutionRow] | None:
+        """Claim a due schedule and write one audit row per tick, atomically.
+
+        The claim moves ``next_run_at`` only if it still is ``seen_next_run_at``
+        and the schedule is enabled; otherwise nothing is written and None is
+        returned. Ticks another claimer already recorded (the UNIQUE guard) are
+        left out of the returned new rows.
+        """
+        ...
+
+    async def link_cron_execution(
+        self, record_id: uuid.UUID, pipeline_execution_id: uuid.UUID, now: datetime
+    ) -> bool:
+        """Link an unlinked audit row to its execution; False if already linked."""
+        ...
+
+    async def lost_cron_executions(
+        self, stale_before: datetime, limit: int
+    ) -> list[LostCronExecution]:
+        """Audit rows that were never linked to an execution.
+
+        Those claimed and last touched before ``stale_before``, of schedules that
+        still exist and are enabled, oldest tick first.
+        """
+        ...
+
+    async def reclaim_cron_execution(
+        self, record_id: uuid.UUID, seen_updated_at: str, now: datetime
+    ) -> bool:
+        """Take a lost audit row for recovery (compare-and-set on ``updated_at``)."""
+        ...
+
+    async def existing_executions(
+        self, execution_ids: Sequence[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Which of ``execution_ids`` have a ``pipeline_executions`` row."""
+        ...
+
+    async def list_cron_executions(
+        self, schedule_id: uuid.UUID, *, limit: int, offset: int
+    ) -> list[CronExecutionRow]:
+        """Audit rows of one schedule, newest ``scheduled_time`` first."""
+        ...
+
+    async def cron_execution_stats(
+        self, since: datetime, lost_before: datetime
+    ) -> CronStats:
+        """Counts over audit rows with ``claimed_at >= since``."""
+        ...
+
+    async def upsert_trigger_schedule(
+        self,
+        *,
+        schedule_id: uuid.UUID,
+        trigger_name: str,
+        workflow_name: str,
+        poll_interval_ms: int,
+        allow_concurrent: bool,
+        now: datetime,
+    ) -> None:
+        """Create an enabled schedule, or update the existing one.
+
+        An update changes workflow, interval and concurrency (``enabled`` is kept).
+        """
+        ...
+
+    async def list_trigger_schedules(
+        self, *, enabled_only: bool, limit: int, offset: int
+    ) -> list[TriggerScheduleRow]:
+        """Trigger schedules, newest first."""
+        ...
+
+    async def get_trigger_schedule(
+        self, trigger_name: str
+    ) -> TriggerScheduleRow | None:
+        """One trigger schedule, or None."""
+        ...
+
+    async def set_trigger_enabled(
+        self, trigger_name: str, enabled: bool, now: datetime
+    ) -> bool:
+        """Enable or disable polling; False if no such row."""
+        ...
+
+    async def record_trigger_poll(self, trigger_name: str, now: datetime) -> None:
+        """Set ``last_poll_at`` after a successful poll."""
+        ...
+
+    async def insert_trigger_execution(
+        self,
+        *,
+        record_id: uuid.UUID,
+        trigger_name: str,
+        context_hash: str,
+        now: datetime,
+    ) -> bool:
+        """Record a fire in progress; False if an identical fire is in progress."""
+        ...
+
+    async def insert_completed_trigger_execution(
+        self,
+        *,
+        record_id: uuid.UUID,
+        trigger_name: str,
+        context_hash: str,
+        pipeline_execution_id: uuid.UUID,
+        started_at: datetime,
+        now: datetime,
+    ) -> None:
+        """Record a finished fire that ran next to an identical one."""
+        ...
+
+    async def link_trigger_execution(
+        self,
+        record_id: uuid.UUID,
+        pipeline_execution_id: uuid.UUID | None,
+        now: datetime,
+        *,
+        completed: bool,
+    ) -> None:
+        """Link a fire to its execution, and mark it completed if ``completed``."""
+        ...
+
+    async def complete_trigger_executions(
+        self, pipeline_execution_id: uuid.UUID, now: datetime
+    ) -> int:
+        """Mark the fires linked to a finished execution completed."""
+        ...
+
+    async def sweep_trigger_executions(
+        self, unlinked_before: datetime, now: datetime
+    ) -> int:
+        """Complete in-progress fires that will never complete otherwise.
+
+        Those whose execution has ended, and those never linked that started
+        before ``unlinked_before`` (a lost hand-off).
+        """
+        ...
+
+    async def list_trigger_executions(
+        self, trigger_name: str, *, limit: int, offset: int
+    ) -> list[TriggerExecutionRow]:
+        """Fires of one trigger, newest first."""
         ...

@@ -50,6 +50,7 @@ from cloaca.storage.migrate import (
 )
 from cloaca.storage.protocol import ExecutionRow, TaskRow
 from cloaca.storage.queries import load_queries
+from cloaca.storage.sqlite_schedules import SqliteScheduleStore
 from cloaca.storage.urls import SqliteLocation, mask_password, parse_sqlite_url
 
 __all__ = (
@@ -65,6 +66,43 @@ DEFAULT_BUSY_TIMEOUT_MS: Final = 30_000
 
 _Q: Final = load_queries("sqlite")
 _UTC: Final = UTC
+
+# Statements of the cron and trigger tables, run by ``SqliteScheduleStore``
+# (sqlite_schedules.py); checked here so a missing one fails at import.
+_SCHEDULE_QUERIES: Final = (
+    "insert_cron_schedule",
+    "list_cron_schedules",
+    "get_cron_schedule",
+    "update_cron_schedule",
+    "set_cron_schedule_enabled",
+    "delete_cron_executions_of_schedule",
+    "delete_cron_schedule",
+    "due_cron_schedules",
+    "earliest_cron_run",
+    "claim_cron_schedule",
+    "insert_cron_execution",
+    "get_cron_execution",
+    "link_cron_execution",
+    "lost_cron_executions",
+    "reclaim_cron_execution",
+    "execution_exists",
+    "list_cron_executions",
+    "cron_execution_stats",
+    "upsert_trigger_schedule",
+    "list_trigger_schedules",
+    "get_trigger_schedule",
+    "set_trigger_enabled",
+    "record_trigger_poll",
+    "insert_trigger_execution",
+    "insert_completed_trigger_execution",
+    "link_trigger_execution",
+    "complete_trigger_executions",
+    "sweep_trigger_executions",
+    "list_trigger_executions",
+)
+_missing = sorted(set(_SCHEDULE_QUERIES) - _Q.keys())
+if _missing:  # pragma: no cover - a packaging error
+    raise ImportError(f"sqlite queries.sql lacks {', '.join(_missing)}")
 _TIMESTAMP: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
     r"(Z|[+-]\d{2}:?\d{2})?\Z"
@@ -487,7 +525,7 @@ async def _in_worker(
     return result
 
 
-class SqliteStore:
+class SqliteStore(SqliteScheduleStore):
     """The ``Store`` protocol on one SQLite database (API.md 4.15, SCHEMA.md).
 
     One aiosqlite connection serves the store (``db_pool_size`` does not apply to

@@ -271,3 +271,194 @@ DROP SCHEMA IF EXISTS {schema} CASCADE;
 -- name: drop_role
 -- A tenant login role.
 DROP ROLE IF EXISTS {role};
+
+-- Cron and trigger schedules (SCHEMA.md 6-7), run by pg_schedules.py. Times are
+-- naive UTC timestamps bound by the client; ticks are whole seconds.
+
+-- name: insert_cron_schedule
+-- Registration: enabled, skip, no window, never run (SCHEMA.md 6).
+INSERT INTO cron_schedules
+    (id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+     start_date, end_date, next_run_at, last_run_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, true, 'skip', NULL, NULL, $5, NULL, $6, $6);
+
+-- name: list_cron_schedules
+SELECT id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+       start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+FROM cron_schedules
+WHERE (NOT $1::boolean OR enabled)
+ORDER BY workflow_name, created_at, id
+LIMIT $2 OFFSET $3;
+
+-- name: get_cron_schedule
+SELECT id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+       start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+FROM cron_schedules
+WHERE id = $1;
+
+-- name: update_cron_schedule
+-- A new expression or zone recomputes next_run_at from now (SCHEMA.md 6).
+UPDATE cron_schedules
+SET cron_expression = $2, timezone = $3, next_run_at = $4, updated_at = $5
+WHERE id = $1;
+
+-- name: set_cron_schedule_enabled
+-- Only enabled and updated_at: a re-enabled overdue schedule fires once.
+UPDATE cron_schedules SET enabled = $2, updated_at = $3 WHERE id = $1;
+
+-- name: delete_cron_executions_of_schedule
+-- The audit rows go first, as on SQLite (the FK would cascade here anyway).
+DELETE FROM cron_executions WHERE schedule_id = $1;
+
+-- name: delete_cron_schedule
+DELETE FROM cron_schedules WHERE id = $1;
+
+-- name: due_cron_schedules
+SELECT id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+       start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+FROM cron_schedules
+WHERE enabled AND next_run_at <= $1
+ORDER BY next_run_at, id;
+
+-- name: earliest_cron_run
+SELECT MIN(next_run_at) FROM cron_schedules WHERE enabled;
+
+-- name: claim_cron_schedule
+-- Compare-and-set on the next_run_at that was read: only one claimer moves it.
+UPDATE cron_schedules
+SET last_run_at = $4, next_run_at = $3, updated_at = $4
+WHERE id = $1 AND enabled AND next_run_at = $2
+RETURNING id;
+
+-- name: insert_cron_executions
+-- One audit row per tick; a tick recorded by another claimer is left alone.
+INSERT INTO cron_executions
+    (id, schedule_id, pipeline_execution_id, scheduled_time, claimed_at,
+     created_at, updated_at)
+SELECT u.id, $3, NULL, u.scheduled_time, $4, $4, $4
+FROM unnest($1::uuid[], $2::timestamp[]) AS u (id, scheduled_time)
+ON CONFLICT (schedule_id, scheduled_time) DO NOTHING
+RETURNING id, schedule_id, scheduled_time, claimed_at, pipeline_execution_id,
+          created_at, updated_at;
+
+-- name: link_cron_execution
+UPDATE cron_executions
+SET pipeline_execution_id = $2, updated_at = $3
+WHERE id = $1 AND pipeline_execution_id IS NULL
+RETURNING id;
+
+-- name: lost_cron_executions
+SELECT e.id, e.schedule_id, e.scheduled_time, e.claimed_at, e.pipeline_execution_id,
+       e.created_at, e.updated_at, s.workflow_name, s.cron_expression, s.timezone
+FROM cron_executions AS e
+JOIN cron_schedules AS s ON s.id = e.schedule_id
+WHERE e.pipeline_execution_id IS NULL AND s.enabled
+  AND e.claimed_at < $1 AND e.updated_at < $1
+ORDER BY e.scheduled_time, e.id
+LIMIT $2;
+
+-- name: reclaim_cron_execution
+-- Compare-and-set on updated_at: one recoverer per lost row and threshold.
+UPDATE cron_executions
+SET updated_at = $3
+WHERE id = $1 AND pipeline_execution_id IS NULL AND updated_at = $2
+RETURNING id;
+
+-- name: existing_executions
+SELECT id FROM pipeline_executions WHERE id = ANY($1::uuid[]);
+
+-- name: list_cron_executions
+SELECT id, schedule_id, scheduled_time, claimed_at, pipeline_execution_id,
+       created_at, updated_at
+FROM cron_executions
+WHERE schedule_id = $1
+ORDER BY scheduled_time DESC, id
+LIMIT $2 OFFSET $3;
+
+-- name: cron_execution_stats
+SELECT COUNT(*) AS total,
+       COUNT(pipeline_execution_id) AS linked,
+       COUNT(*) FILTER (WHERE pipeline_execution_id IS NULL AND claimed_at < $2)
+           AS lost
+FROM cron_executions
+WHERE claimed_at >= $1;
+
+-- name: upsert_trigger_schedule
+-- Only a change rewrites the row; enabled is kept (API.md 4.13 leaves it open).
+INSERT INTO trigger_schedules
+    (id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+     last_poll_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, true, NULL, $6, $6)
+ON CONFLICT (trigger_name) DO UPDATE
+SET workflow_name = EXCLUDED.workflow_name,
+    poll_interval_ms = EXCLUDED.poll_interval_ms,
+    allow_concurrent = EXCLUDED.allow_concurrent,
+    updated_at = EXCLUDED.updated_at
+WHERE trigger_schedules.workflow_name <> EXCLUDED.workflow_name
+   OR trigger_schedules.poll_interval_ms <> EXCLUDED.poll_interval_ms
+   OR trigger_schedules.allow_concurrent <> EXCLUDED.allow_concurrent;
+
+-- name: list_trigger_schedules
+SELECT id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+       last_poll_at, created_at, updated_at
+FROM trigger_schedules
+WHERE (NOT $1::boolean OR enabled)
+ORDER BY created_at DESC, trigger_name
+LIMIT $2 OFFSET $3;
+
+-- name: get_trigger_schedule
+SELECT id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+       last_poll_at, created_at, updated_at
+FROM trigger_schedules
+WHERE trigger_name = $1;
+
+-- name: set_trigger_enabled
+UPDATE trigger_schedules SET enabled = $2, updated_at = $3 WHERE trigger_name = $1;
+
+-- name: record_trigger_poll
+UPDATE trigger_schedules SET last_poll_at = $2, updated_at = $2
+WHERE trigger_name = $1;
+
+-- name: insert_trigger_execution
+-- The partial UNIQUE index allows one in-progress fire per (trigger, hash).
+INSERT INTO trigger_executions
+    (id, trigger_name, context_hash, pipeline_execution_id, started_at,
+     completed_at, created_at, updated_at)
+VALUES ($1, $2, $3, NULL, $4, NULL, $4, $4)
+ON CONFLICT (trigger_name, context_hash) WHERE completed_at IS NULL DO NOTHING
+RETURNING id;
+
+-- name: insert_completed_trigger_execution
+INSERT INTO trigger_executions
+    (id, trigger_name, context_hash, pipeline_execution_id, started_at,
+     completed_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $5, $6);
+
+-- name: link_trigger_execution
+UPDATE trigger_executions
+SET pipeline_execution_id = $2, updated_at = $3,
+    completed_at = CASE WHEN $4::boolean THEN $3 ELSE completed_at END
+WHERE id = $1;
+
+-- name: complete_trigger_executions
+UPDATE trigger_executions SET completed_at = $2, updated_at = $2
+WHERE pipeline_execution_id = $1 AND completed_at IS NULL;
+
+-- name: sweep_trigger_executions
+UPDATE trigger_executions SET completed_at = $2, updated_at = $2
+WHERE completed_at IS NULL
+  AND (
+    (pipeline_execution_id IS NULL AND started_at < $1)
+    OR pipeline_execution_id IN (
+        SELECT id FROM pipeline_executions
+        WHERE status IN ('Completed', 'Failed', 'Cancelled')
+    )
+  );
+
+-- name: list_trigger_executions
+SELECT id, trigger_name, context_hash, pipeline_execution_id, started_at,
+       completed_at, created_at
+FROM trigger_executions
+WHERE trigger_name = $1
+ORDER BY started_at DESC, id
+LIMIT $2 OFFSET $3;

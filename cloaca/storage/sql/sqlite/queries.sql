@@ -230,3 +230,210 @@ WHERE (:pipeline_name IS NULL OR p.pipeline_name = :pipeline_name)
   AND (:status IS NULL OR p.status = :status)
 ORDER BY p.started_at DESC, p.id DESC
 LIMIT :limit OFFSET :offset
+
+-- Cron and trigger schedules (SCHEMA.md 6-7), run by sqlite_schedules.py. Ticks
+-- (next_run_at, scheduled_time) are whole seconds without a fraction, so every
+-- writer encodes a tick identically and UNIQUE (schedule_id, scheduled_time) holds.
+
+-- name: insert_cron_schedule
+-- Registration: enabled, skip, no window, never run (SCHEMA.md 6).
+INSERT INTO cron_schedules (
+    id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+    start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+)
+VALUES (
+    :id, :workflow_name, :cron_expression, :timezone, 1, 'skip',
+    NULL, NULL, :next_run_at, NULL, :at, :at
+)
+
+-- name: list_cron_schedules
+SELECT id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+       start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+FROM cron_schedules
+WHERE (:enabled_only = 0 OR enabled = 1)
+ORDER BY workflow_name, created_at, id
+LIMIT :limit OFFSET :offset
+
+-- name: get_cron_schedule
+SELECT id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+       start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+FROM cron_schedules
+WHERE id = :id
+
+-- name: update_cron_schedule
+-- A new expression or zone recomputes next_run_at from now (SCHEMA.md 6).
+UPDATE cron_schedules
+SET cron_expression = :cron_expression, timezone = :timezone,
+    next_run_at = :next_run_at, updated_at = :at
+WHERE id = :id
+
+-- name: set_cron_schedule_enabled
+-- Only enabled and updated_at: a re-enabled overdue schedule fires once.
+UPDATE cron_schedules SET enabled = :enabled, updated_at = :at WHERE id = :id
+
+-- name: delete_cron_executions_of_schedule
+-- SQLite does not enforce the ON DELETE CASCADE, so the audit rows go first.
+DELETE FROM cron_executions WHERE schedule_id = :id
+
+-- name: delete_cron_schedule
+DELETE FROM cron_schedules WHERE id = :id
+
+-- name: due_cron_schedules
+-- Text order is time order in SCHEMA.md 2.1's encoding.
+SELECT id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
+       start_date, end_date, next_run_at, last_run_at, created_at, updated_at
+FROM cron_schedules
+WHERE enabled = 1 AND next_run_at <= :now
+ORDER BY next_run_at, id
+
+-- name: earliest_cron_run
+SELECT MIN(next_run_at) FROM cron_schedules WHERE enabled = 1
+
+-- name: claim_cron_schedule
+-- Compare-and-set on the next_run_at that was read: only one claimer moves it.
+UPDATE cron_schedules
+SET last_run_at = :at, next_run_at = :next_run_at, updated_at = :at
+WHERE id = :id AND enabled = 1 AND next_run_at = :seen_next_run_at
+
+-- name: insert_cron_execution
+-- One audit row per tick; a tick recorded by another claimer is left alone.
+INSERT INTO cron_executions (
+    id, schedule_id, pipeline_execution_id, scheduled_time, claimed_at,
+    created_at, updated_at
+)
+VALUES (:id, :schedule_id, NULL, :scheduled_time, :at, :at, :at)
+ON CONFLICT (schedule_id, scheduled_time) DO NOTHING
+
+-- name: get_cron_execution
+SELECT id, schedule_id, scheduled_time, claimed_at, pipeline_execution_id,
+       created_at, updated_at
+FROM cron_executions
+WHERE id = :id
+
+-- name: link_cron_execution
+UPDATE cron_executions
+SET pipeline_execution_id = :pipeline_execution_id, updated_at = :at
+WHERE id = :id AND pipeline_execution_id IS NULL
+
+-- name: lost_cron_executions
+SELECT e.id, e.schedule_id, e.scheduled_time, e.claimed_at, e.pipeline_execution_id,
+       e.created_at, e.updated_at, s.workflow_name, s.cron_expression, s.timezone
+FROM cron_executions AS e
+JOIN cron_schedules AS s ON s.id = e.schedule_id
+WHERE e.pipeline_execution_id IS NULL AND s.enabled = 1
+  AND e.claimed_at < :stale_before AND e.updated_at < :stale_before
+ORDER BY e.scheduled_time, e.id
+LIMIT :limit
+
+-- name: reclaim_cron_execution
+-- Compare-and-set on updated_at: one recoverer per lost row and threshold.
+UPDATE cron_executions
+SET updated_at = :at
+WHERE id = :id AND pipeline_execution_id IS NULL AND updated_at = :seen_updated_at
+
+-- name: execution_exists
+SELECT id FROM pipeline_executions WHERE id = :id
+
+-- name: list_cron_executions
+SELECT id, schedule_id, scheduled_time, claimed_at, pipeline_execution_id,
+       created_at, updated_at
+FROM cron_executions
+WHERE schedule_id = :schedule_id
+ORDER BY scheduled_time DESC, id
+LIMIT :limit OFFSET :offset
+
+-- name: cron_execution_stats
+SELECT COUNT(*),
+       COUNT(pipeline_execution_id),
+       COALESCE(SUM(pipeline_execution_id IS NULL AND claimed_at < :lost_before), 0)
+FROM cron_executions
+WHERE claimed_at >= :since
+
+-- name: upsert_trigger_schedule
+-- Only a change rewrites the row; enabled is kept (API.md 4.13 leaves it open).
+INSERT INTO trigger_schedules (
+    id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+    last_poll_at, created_at, updated_at
+)
+VALUES (
+    :id, :trigger_name, :workflow_name, :poll_interval_ms, :allow_concurrent, 1,
+    NULL, :at, :at
+)
+ON CONFLICT (trigger_name) DO UPDATE
+SET workflow_name = excluded.workflow_name,
+    poll_interval_ms = excluded.poll_interval_ms,
+    allow_concurrent = excluded.allow_concurrent,
+    updated_at = excluded.updated_at
+WHERE trigger_schedules.workflow_name != excluded.workflow_name
+   OR trigger_schedules.poll_interval_ms != excluded.poll_interval_ms
+   OR trigger_schedules.allow_concurrent != excluded.allow_concurrent
+
+-- name: list_trigger_schedules
+SELECT id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+       last_poll_at, created_at, updated_at
+FROM trigger_schedules
+WHERE (:enabled_only = 0 OR enabled = 1)
+ORDER BY created_at DESC, trigger_name
+LIMIT :limit OFFSET :offset
+
+-- name: get_trigger_schedule
+SELECT id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+       last_poll_at, created_at, updated_at
+FROM trigger_schedules
+WHERE trigger_name = :trigger_name
+
+-- name: set_trigger_enabled
+UPDATE trigger_schedules SET enabled = :enabled, updated_at = :at
+WHERE trigger_name = :trigger_name
+
+-- name: record_trigger_poll
+UPDATE trigger_schedules SET last_poll_at = :at, updated_at = :at
+WHERE trigger_name = :trigger_name
+
+-- name: insert_trigger_execution
+-- The partial UNIQUE index allows one in-progress fire per (trigger, hash).
+INSERT INTO trigger_executions (
+    id, trigger_name, context_hash, pipeline_execution_id, started_at,
+    completed_at, created_at, updated_at
+)
+VALUES (:id, :trigger_name, :context_hash, NULL, :at, NULL, :at, :at)
+ON CONFLICT (trigger_name, context_hash) WHERE completed_at IS NULL DO NOTHING
+
+-- name: insert_completed_trigger_execution
+INSERT INTO trigger_executions (
+    id, trigger_name, context_hash, pipeline_execution_id, started_at,
+    completed_at, created_at, updated_at
+)
+VALUES (
+    :id, :trigger_name, :context_hash, :pipeline_execution_id, :started_at,
+    :at, :started_at, :at
+)
+
+-- name: link_trigger_execution
+UPDATE trigger_executions
+SET pipeline_execution_id = :pipeline_execution_id, updated_at = :at,
+    completed_at = CASE WHEN :completed THEN :at ELSE completed_at END
+WHERE id = :id
+
+-- name: complete_trigger_executions
+UPDATE trigger_executions SET completed_at = :at, updated_at = :at
+WHERE pipeline_execution_id = :pipeline_execution_id AND completed_at IS NULL
+
+-- name: sweep_trigger_executions
+UPDATE trigger_executions SET completed_at = :at, updated_at = :at
+WHERE completed_at IS NULL
+  AND (
+    (pipeline_execution_id IS NULL AND started_at < :unlinked_before)
+    OR pipeline_execution_id IN (
+        SELECT id FROM pipeline_executions
+        WHERE status IN ('Completed', 'Failed', 'Cancelled')
+    )
+  )
+
+-- name: list_trigger_executions
+SELECT id, trigger_name, context_hash, pipeline_execution_id, started_at,
+       completed_at, created_at
+FROM trigger_executions
+WHERE trigger_name = :trigger_name
+ORDER BY started_at DESC, id
+LIMIT :limit OFFSET :offset
