@@ -110,10 +110,18 @@ def _task_id(task_name: str) -> str:
     return task_name.rsplit("::", 1)[-1]
 
 
+TASK_ERROR_PREFIX: Final = "Python task execution failed: "
+"""What every task error text starts with (API.md 4.4): left out of tables."""
+
+
 def _task_error(task: TaskRow) -> str | None:
     if task.status == "Failed":
         return task.error_details or task.last_error
     return task.last_error
+
+
+def _brief(error: str | None) -> str:
+    return "" if error is None else error.removeprefix(TASK_ERROR_PREFIX)
 
 
 def _end_or_now(end: datetime | None, status: str, now: datetime) -> datetime | None:
@@ -261,7 +269,7 @@ def show_lines(row: ExecutionRow, now: datetime, width: int) -> list[str]:
                         t.started_at, _end_or_now(t.completed_at, t.status, now)
                     )
                 ),
-                _task_error(t) or "",
+                _brief(_task_error(t)),
             ]
             for t in tasks
         ],
