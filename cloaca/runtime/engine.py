@@ -36,13 +36,19 @@ from actors import (
 )
 from cloaca.config import RunnerSettings
 from cloaca.logging import get_logger
-from cloaca.runtime.errors import ExecutionTimedOut, RunnerClosed, UnknownWorkflow
+from cloaca.runtime.errors import (
+    ExecutionLost,
+    ExecutionTimedOut,
+    RunnerClosed,
+    UnknownWorkflow,
+)
 from cloaca.runtime.executor import Executor, TaskSupervisor
 from cloaca.runtime.intake import Intake
 from cloaca.runtime.messages import (
     LoadExecutions,
     ResumeExecutions,
     ResumeIntake,
+    SchedulerGeneration,
     StartExecution,
     StopIntake,
 )
@@ -62,11 +68,12 @@ ROOT_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=3, period
 
 
 class _Waiter:
-    __slots__ = ("event", "outcome")
+    __slots__ = ("event", "lost", "outcome")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.outcome: ExecutionOutcome | None = None
+        self.lost = False
 
 
 class Runtime:
@@ -81,9 +88,11 @@ class Runtime:
         clock: Clock | None = None,
         shutdown_timeout: float = 5.0,
         rng: random.Random | None = None,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
-        self.store: Store = open_store(
+        # ``store`` lets fault-injection tests wrap a real store.
+        self.store: Store = store or open_store(
             url, pool_size=settings.db_pool_size, schema=schema
         )
         self._clock = clock
@@ -92,6 +101,7 @@ class Runtime:
         self._system: ActorSystem | None = None
         self._waiters: dict[uuid.UUID, _Waiter] = {}
         self._owned: set[uuid.UUID] = set()
+        self._generation = SchedulerGeneration()
         self._task_supervisor: TaskSupervisor | None = None
         self._closed = False
         self._finish_listeners: list[Callable[[ExecutionOutcome], None]] = []
@@ -106,6 +116,8 @@ class Runtime:
             resumable = []
             if self.settings.enable_recovery:
                 resumable = await recover(self.store, datetime.now(UTC))
+                # Owned before the intake starts polling, so it never claims them.
+                self._owned.update(row.id for row in resumable)
             self._system = system = ActorSystem(
                 clock=self._clock,
                 flags=ROOT_FLAGS,
@@ -146,7 +158,7 @@ class Runtime:
             ChildSpec(
                 id="persistence",
                 factory=lambda: Persistence(
-                    self.store, scheduler_ref, self.journal_stats
+                    self.store, scheduler_ref, self.journal_stats, self._generation
                 ),
                 shutdown=ShutdownPolicy.timeout(self._shutdown_timeout),
             )
@@ -158,7 +170,9 @@ class Runtime:
                     persistence=lambda: root.ref_of("persistence"),
                     executor=lambda: root.ref_of("executor"),
                     on_finished=self._finished,
+                    on_lost=self._lost,
                     owned=self._owned,
+                    generation=self._generation,
                 ),
             )
         )
@@ -238,6 +252,12 @@ class Runtime:
                     execution_id=str(outcome.execution_id),
                 )
 
+    def _lost(self, execution_id: uuid.UUID) -> None:
+        waiter = self._waiters.pop(execution_id, None)
+        if waiter is not None:
+            waiter.lost = True
+            waiter.event.set()
+
     def add_finish_listener(
         self, listener: Callable[[ExecutionOutcome], None]
     ) -> Callable[[], None]:
@@ -295,6 +315,8 @@ class Runtime:
                 raise ExecutionTimedOut(timeout or 0)
         finally:
             self._waiters.pop(execution_id, None)
+        if waiter.lost:
+            raise ExecutionLost(execution_id)
         if waiter.outcome is None:
             raise RunnerClosed()
         return waiter.outcome

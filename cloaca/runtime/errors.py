@@ -5,6 +5,7 @@
     EngineError(Exception)
     ├── UnknownWorkflow      -> WorkflowExecutionError (ValueError)
     ├── ExecutionTimedOut    -> WorkflowTimeoutError (ValueError)
+    ├── ExecutionLost        -> DatabaseError (ValueError)
     └── RunnerClosed         -> WorkflowExecutionError (ValueError)
 
 Storage errors (``cloaca.storage.errors``) map onto ``DatabaseError``, schema
@@ -47,6 +48,14 @@ class RunnerClosed(EngineError):
     """The runner was shut down."""
 
 
+class ExecutionLost(EngineError):
+    """The database failed before the execution's creation was stored."""
+
+    def __init__(self, execution_id: object) -> None:
+        super().__init__(execution_id)
+        self.execution_id = execution_id
+
+
 def to_public(error: BaseException) -> BaseException:
     """The public exception (type and API.md text) for an internal ``error``."""
     if isinstance(error, UnknownWorkflow):
@@ -57,6 +66,11 @@ def to_public(error: BaseException) -> BaseException:
     if isinstance(error, ExecutionTimedOut):
         return public.WorkflowTimeoutError(
             f"{EXECUTE_PREFIX}Pipeline timeout after {error.seconds:g}s"
+        )
+    if isinstance(error, ExecutionLost):
+        return public.DatabaseValueError(
+            f"{EXECUTE_PREFIX}the database failed before execution "
+            f"{error.execution_id} was stored; it did not run"
         )
     if isinstance(error, RunnerClosed):
         return public.WorkflowExecutionError(

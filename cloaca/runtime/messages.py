@@ -29,6 +29,9 @@ class TaskRef(msgspec.Struct, frozen=True, kw_only=True):
     task_name: str
     row_id: uuid.UUID
     attempt: int
+    generation: int = 1
+    """The scheduler incarnation that dispatched it; a restarted scheduler drops
+    messages about attempts of an earlier incarnation (they were cancelled)."""
 
 
 # -- to the Scheduler ------------------------------------------------------------
@@ -82,6 +85,7 @@ class Committed(Message, frozen=True):
     """Persistence made every journal entry up to ``seq`` durable."""
 
     seq: int
+    generation: int = 1
 
 
 class StopIntake(Message, frozen=True):
@@ -142,6 +146,8 @@ class Append(Message, frozen=True):
 
     entries: tuple[JournalEvent, ...]
     seq: int
+    generation: int = 1
+    """The scheduler incarnation that wrote it (see ``SchedulerGeneration``)."""
 
 
 class Flush(Message, frozen=True):
@@ -155,6 +161,21 @@ class LoadExecutions(Message, frozen=True):
 
 
 PersistenceMsg = Append | Flush | LoadExecutions
+
+
+class SchedulerGeneration:
+    """The current scheduler incarnation, shared by the scheduler and Persistence.
+
+    Mailboxes outlive restarts, so after a scheduler restart Persistence may
+    still hold appends of the scheduler that crashed; those describe state the
+    new scheduler rebuilt from the database, and applying them could conflict
+    with it. Persistence drops appends of an older generation.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 1
 
 
 def entries_tuple(entries: Sequence[JournalEvent]) -> tuple[JournalEvent, ...]:

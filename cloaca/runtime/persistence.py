@@ -27,8 +27,9 @@ from cloaca.runtime.messages import (
     Flush,
     LoadExecutions,
     PersistenceMsg,
+    SchedulerGeneration,
 )
-from cloaca.storage.errors import StorageError
+from cloaca.storage.errors import Conflict, StorageError
 from cloaca.storage.journal import JournalEvent
 from cloaca.storage.protocol import ExecutionRow, Store
 
@@ -71,18 +72,36 @@ class Persistence(Actor[PersistenceMsg]):
         store: Store,
         scheduler: Callable[[], ActorRef[Any]],
         stats: JournalStats,
+        generation: SchedulerGeneration,
     ) -> None:
+        self._generation = generation
         self._store = store
         self._scheduler = scheduler
         self._stats = stats
         self._buffer: list[JournalEvent] = []
         self._buffered_seq = 0
+        self._buffered_generation = generation.value
         self._flush_pending = False
+
+    async def on_start(self) -> None:
+        """After a restart, refuse appends of the scheduler that is being replaced.
+
+        Under ``rest_for_one`` a restart of Persistence restarts the scheduler
+        too; its next incarnation writes the next generation. Appends still in
+        the mailbox may depend on the batch that was lost with the crash.
+        """
+        if self.incarnation > 1:
+            self._generation.value += 1
 
     async def handle(self, message: PersistenceMsg) -> Any:
         """Buffer appends, commit on flush, answer loads."""
         match message:
-            case Append(entries=entries, seq=seq):
+            case Append(entries=entries, seq=seq, generation=generation):
+                if generation != self._generation.value:
+                    return None  # written by a scheduler that has been replaced
+                if self._buffered_generation != generation:
+                    self._buffered_generation = generation
+                    self._buffered_seq = 0
                 self._buffer.extend(entries)
                 self._buffered_seq = max(self._buffered_seq, seq)
                 if not self._flush_pending:
@@ -111,13 +130,18 @@ class Persistence(Actor[PersistenceMsg]):
             return
         batch, self._buffer = self._buffer, []
         seq = self._buffered_seq
+        generation = self._buffered_generation
         delay = 0.05
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             started = time.perf_counter()
             try:
                 await self._store.apply(batch)
             except StorageError as exc:
-                if attempt == COMMIT_ATTEMPTS:
+                if attempt == COMMIT_ATTEMPTS or (
+                    attempt > 1 and isinstance(exc, Conflict)
+                ):
+                    # A conflict on a retry means the earlier try probably did
+                    # commit before its connection died: rebuild from the database.
                     # Nothing in this batch was acknowledged; the crash makes the
                     # supervisor restart the scheduler, which rebuilds from what the
                     # database holds and re-runs the unacknowledged attempts.
@@ -135,7 +159,7 @@ class Persistence(Actor[PersistenceMsg]):
             self._stats.entries += len(batch)
             self._stats.commit_seconds += time.perf_counter() - started
             break
-        self._scheduler().send_nowait(Committed(seq=seq))
+        self._scheduler().send_nowait(Committed(seq=seq, generation=generation))
 
     async def _load(self, ids: tuple[Any, ...] | None) -> list[ExecutionRow]:
         if ids is None:

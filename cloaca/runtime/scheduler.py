@@ -34,6 +34,7 @@ from cloaca.runtime.messages import (
     LoadExecutions,
     ResumeExecutions,
     ResumeIntake,
+    SchedulerGeneration,
     SchedulerMsg,
     StartExecution,
     StopIntake,
@@ -72,8 +73,12 @@ class Scheduler(Actor[SchedulerMsg]):
         persistence: Callable[[], ActorRef[Any]],
         executor: Callable[[], ActorRef[Any]],
         on_finished: Callable[[ExecutionOutcome], None],
+        on_lost: Callable[[uuid.UUID], None],
         owned: set[uuid.UUID],
+        generation: SchedulerGeneration,
     ) -> None:
+        self._on_lost = on_lost
+        self._generation = generation
         self._persistence = persistence
         self._executor = executor
         self._on_finished = on_finished
@@ -90,8 +95,17 @@ class Scheduler(Actor[SchedulerMsg]):
 
     async def on_start(self) -> None:
         """After a restart, rebuild the executions this runner owned."""
+        self._generation.value = self.incarnation
         if self.incarnation > 1 and self._owned:
-            rows = await self._persistence().ask(LoadExecutions(ids=tuple(self._owned)))
+            owned = tuple(self._owned)
+            rows = await self._persistence().ask(LoadExecutions(ids=owned))
+            found = {row.id for row in rows}
+            for execution_id in owned:
+                if execution_id not in found:
+                    # Its creation never became durable: nobody was told it
+                    # exists, so report it lost rather than run it half-known.
+                    self._owned.discard(execution_id)
+                    self._on_lost(execution_id)
             self._resume(rows)
 
     def _now(self) -> datetime:
@@ -103,7 +117,9 @@ class Scheduler(Actor[SchedulerMsg]):
         self, entries: Iterable[j.JournalEvent], then: Callable[[], None] | None = None
     ) -> None:
         self._seq += 1
-        self._persistence().send_nowait(Append(entries=tuple(entries), seq=self._seq))
+        self._persistence().send_nowait(
+            Append(entries=tuple(entries), seq=self._seq, generation=self.incarnation)
+        )
         if then is not None:
             self._after_commit.append((self._seq, then))
 
@@ -117,8 +133,9 @@ class Scheduler(Actor[SchedulerMsg]):
     async def handle(self, message: SchedulerMsg) -> Any:
         """Dispatch on the message type."""
         match message:
-            case Committed(seq=seq):
-                self._committed(seq)
+            case Committed(seq=seq, generation=generation):
+                if generation == self.incarnation:
+                    self._committed(seq)
             case AttemptSucceeded():
                 self._succeeded(message)
             case AttemptStarting():
@@ -319,6 +336,7 @@ class Scheduler(Actor[SchedulerMsg]):
                         task_name=task.name,
                         row_id=task.row_id,
                         attempt=task.attempt,
+                        generation=self.incarnation,
                     ),
                     input_json=input_json,
                     max_attempts=task.max_attempts,
@@ -346,6 +364,8 @@ class Scheduler(Actor[SchedulerMsg]):
             self._attempt_starting(message)
 
     def _lookup(self, ref: TaskRef) -> tuple[st.ExecutionState, st.TaskState] | None:
+        if ref.generation != self.incarnation:
+            return None  # an attempt of a scheduler that has been replaced
         execution = self._executions.get(ref.execution_id)
         if execution is None:
             return None
