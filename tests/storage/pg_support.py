@@ -23,7 +23,8 @@ PORT = 5432
 DATABASE = "test"
 USER = "postgres"
 URL = f"postgresql://{USER}@{HOST}:{PORT}/{DATABASE}"
-FIXTURES = Path("/work/shared/fixtures")
+# The shared folder lies next to the repository, in CI as in a session.
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 FIXTURE_DUMP = FIXTURES / "cloacina-0.3.1-postgres.sql"
 FIXTURE_MANIFEST = FIXTURES / "cloacina-0.3.1-postgres.json"
 FIXTURE_SCHEMA = "fixture_v031"
