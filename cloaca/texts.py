@@ -364,3 +364,9 @@ RECOVERY_TASK_ABANDONED: Final = "Task abandonment caused pipeline failure"
 
 TASK_NOT_FOUND: Final = "Task not found: {namespace}"
 """4.14: error of an attempt whose function is not registered in this process."""
+
+CRON_SCHEDULE_NOT_FOUND: Final = "Cron schedule not found: {value}"
+"""3.9.4: ``get_cron_schedule`` / ``update_cron_schedule`` of an unknown id."""
+
+SCHEDULE_ARGUMENT_NEGATIVE: Final = "{owner} argument '{name}' must not be negative"
+"""3.9.4-3.9.5: a negative ``limit`` / ``offset`` (unsigned in the reference)."""

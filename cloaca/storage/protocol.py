@@ -285,7 +285,7 @@ class ScheduleStore(Protocol):
         """Audit rows that were never linked to an execution.
 
         Those claimed and last touched before ``stale_before``, of schedules that
-        still exist and are enabled, oldest tick first.
+        still exist and are enabled, newest tick first (recent ones cannot starve).
         """
         ...
 

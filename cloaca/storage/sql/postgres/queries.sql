@@ -354,7 +354,7 @@ FROM cron_executions AS e
 JOIN cron_schedules AS s ON s.id = e.schedule_id
 WHERE e.pipeline_execution_id IS NULL AND s.enabled
   AND e.claimed_at < $1 AND e.updated_at < $1
-ORDER BY e.scheduled_time, e.id
+ORDER BY e.scheduled_time DESC, e.id
 LIMIT $2;
 
 -- name: reclaim_cron_execution

@@ -322,7 +322,7 @@ FROM cron_executions AS e
 JOIN cron_schedules AS s ON s.id = e.schedule_id
 WHERE e.pipeline_execution_id IS NULL AND s.enabled = 1
   AND e.claimed_at < :stale_before AND e.updated_at < :stale_before
-ORDER BY e.scheduled_time, e.id
+ORDER BY e.scheduled_time DESC, e.id
 LIMIT :limit
 
 -- name: reclaim_cron_execution
