@@ -25,6 +25,7 @@ from cloaca.result import PipelineResult
 from cloaca.runtime.errors import EngineError, to_public
 from cloaca.schedules import AsyncCronTriggerMethods, CronTriggerMethods
 from cloaca.storage.errors import StorageError
+from cloaca.storage.identifiers import InvalidIdentifier
 from cloaca.storage.urls import mask_password
 
 if TYPE_CHECKING:
@@ -92,10 +93,16 @@ def _check_execute_args(workflow_name: object, context: object) -> str:
     return encode_context_data(context._data)
 
 
-def _open_error(url: str, error: StorageError, schema: str | None) -> BaseException:
+def _open_error(
+    url: str, error: StorageError | InvalidIdentifier, schema: str | None
+) -> BaseException:
     """The public error of a runner that cannot open its database (section 0, 10)."""
     masked = mask_password(url)
-    public = to_public(error)
+    public = (
+        ConfigurationValueError(str(error))
+        if isinstance(error, InvalidIdentifier)
+        else to_public(error)
+    )
     if schema is not None:
         return type(public)(f"{SCHEMA_FAILED} '{schema}' on {masked}: {error}")
     return type(public)(f"Cannot open database {masked}: {error}")
@@ -156,7 +163,7 @@ class DefaultRunner(_Base, CronTriggerMethods):
 
         try:
             runtime = _runtime_class()(self._url, self._settings, schema=schema)
-        except StorageError as exc:
+        except (StorageError, InvalidIdentifier) as exc:
             raise _open_error(self._url, exc, schema) from exc
         self._runtime = runtime
         self._portal_cm = anyio.from_thread.start_blocking_portal(name="cloaca-runtime")
@@ -294,7 +301,7 @@ class AsyncRunner(_Base, AsyncCronTriggerMethods):
         try:
             runtime = _runtime_class()(self._url, self._settings, schema=self._schema)
             await runtime.__aenter__()
-        except StorageError as exc:
+        except (StorageError, InvalidIdentifier) as exc:
             raise _open_error(self._url, exc, self._schema) from exc
         self._runtime = runtime
         return self
