@@ -41,6 +41,7 @@ def _runtime_class() -> type[Runtime]:
 
     return Runtime
 
+
 SCHEMA_NEEDS_POSTGRES = (
     "Schema-based multi-tenancy requires PostgreSQL. SQLite does not support database "
     "schemas. Use a PostgreSQL URL like 'postgres://user:pass@host/db'"

@@ -30,7 +30,9 @@ def test_pending_execution_is_claimed_by_a_running_runner(db: Database) -> None:
     define()
     with db.runner() as runner:
         execution_id = asyncio.run(
-            submit_to_database(db.url, "submitted", json.dumps({"n": 41}), schema=db.schema)
+            submit_to_database(
+                db.url, "submitted", json.dumps({"n": 41}), schema=db.schema
+            )
         )
         runner._wait_for(str(execution_id))
     row = db.execution(str(execution_id))

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
@@ -203,7 +204,7 @@ def define_counting(counts: dict[str, int]) -> None:
         @cloaca.task(id="first")
         async def first(ctx: cloaca.Context) -> cloaca.Context:
             counts["first"] = counts.get("first", 0) + 1
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             ctx.set("first", True)
             return ctx
 
@@ -240,7 +241,7 @@ async def test_killed_connections_mid_run_lose_nothing_and_record_nothing_twice(
                     # each time once a few more results have come back.
                     for threshold in (10, 40, 80):
                         while len(results) < threshold:
-                            await anyio.sleep(0)
+                            await anyio.lowlevel.checkpoint()
                         killed += (
                             await admin.fetchval(
                                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
