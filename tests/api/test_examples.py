@@ -16,7 +16,13 @@ def test_examples_exist() -> None:
     assert len(SCRIPTS) >= 6
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def _param(script: Path) -> object:
+    # The multi-tenant example needs the PostgreSQL server.
+    marks = [pytest.mark.postgres] if "tenant" in script.stem else []
+    return pytest.param(script, id=script.stem, marks=marks)
+
+
+@pytest.mark.parametrize("script", [_param(s) for s in SCRIPTS])
 def test_example_runs(script: Path, tmp_path: Path) -> None:
     url = "sqlite://" + str(tmp_path / "example.db")
     done = subprocess.run(
