@@ -81,3 +81,21 @@ def test_non_json_context_value_is_rejected_before_anything_runs(
     with pytest.raises(TypeError) as info:
         cloaca.Context({"when": datetime.datetime.now()})
     assert "when" in str(info.value)
+
+
+def test_locked_database_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "locked.db"
+    with cloaca.DefaultRunner("sqlite://" + str(target)):
+        pass
+    holder = sqlite3.connect(target, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=DELETE").fetchall()
+        holder.execute("BEGIN EXCLUSIVE")
+        before = hashlib.sha256(target.read_bytes()).hexdigest()
+        with pytest.raises(ValueError) as info:
+            cloaca.DefaultRunner(f"sqlite://{target}?_busy_timeout=50")
+        assert str(target) in str(info.value)
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == before
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
