@@ -44,7 +44,7 @@ if __name__ == "__main__":
     try:
         seen = {}
         for name, credentials in tenants.items():
-            # The tenant's own credentials: PostgreSQL lets this role reach only its schema.
+            # The tenant's own credentials: this role reaches only its schema.
             with cloaca.DefaultRunner.with_schema(
                 credentials.connection_string, credentials.schema_name
             ) as runner:
