@@ -31,6 +31,11 @@ class FaultyStore:
         self.apply_calls = 0
         self.injected = 0
 
+    def __getattr__(self, name: str) -> object:
+        # Everything not faulted here (schedule and lease tables, ...) is the real
+        # store's, so the wrapper keeps up as the Store protocols grow.
+        return getattr(self.inner, name)
+
     @property
     def display_url(self) -> str:
         return self.inner.display_url
