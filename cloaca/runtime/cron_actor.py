@@ -193,6 +193,7 @@ class ServiceStatistics:
         fired: Executions started for a tick or a trigger fire.
         recovered: Lost cron ticks started again.
         relinked: Lost cron ticks whose execution existed and was linked.
+        recoveries: Recovery passes run.
         dropped: Trigger fires dropped as duplicates of one in progress.
         ended: Trigger-started executions seen to end.
     """
@@ -205,6 +206,7 @@ class ServiceStatistics:
         "fired",
         "polls",
         "recovered",
+        "recoveries",
         "relinked",
     )
 
@@ -214,6 +216,7 @@ class ServiceStatistics:
         self.fired = 0
         self.recovered = 0
         self.relinked = 0
+        self.recoveries = 0
         self.dropped = 0
         self.ended = 0
         self._waiters: list[tuple[Callable[[], bool], anyio.Event]] = []
@@ -413,6 +416,7 @@ class CronScheduler(Poller):
         except StorageError as exc:
             logger.warning("cron.recovery.failed", error=str(exc))
         finally:
+            self._stats.recoveries += 1
             self._stats.changed()
 
 
