@@ -111,15 +111,22 @@ class Poller(Supervisor):
         self._tickers: dict[str, str] = {}
         self._ticker_seq = 0
 
-    async def arm(self, key: str, delay: float, message: object) -> None:
-        """Send ``message`` to this actor after ``delay`` seconds (replaces ``key``)."""
+    def deadline(self, delay: float) -> float:
+        """The clock's monotonic time ``delay`` seconds from now."""
+        return self.clock.monotonic() + max(0.0, delay)
+
+    async def arm(self, key: str, deadline: float, message: object) -> None:
+        """Send ``message`` to this actor at ``deadline`` (replaces timer ``key``).
+
+        The deadline is absolute (see ``deadline``), taken when the delay was
+        computed: time that passes while re-arming must not push it back.
+        """
         old = self._tickers.pop(key, None)
         if old is not None and any(c.id == old for c in self.which_children()):
             await self.terminate_child(old)
         self._ticker_seq += 1
         child_id = f"{key}#{self._ticker_seq}"
         self._tickers[key] = child_id
-        deadline = self.clock.monotonic() + max(0.0, delay)
         ref = self.ref
         await self.start_child(
             ChildSpec(
@@ -268,19 +275,19 @@ class CronScheduler(Poller):
     async def handle_message(self, message: Any) -> None:
         """Poll on ``Wake``, recover on ``RecoverLost``; re-arm the timers."""
         if isinstance(message, Wake):
-            delay = await self._poll()
-            await self.arm("tick", delay, Wake())
+            deadline = await self._poll()
+            await self.arm("tick", deadline, Wake())
         elif isinstance(message, RecoverLost):
             await self._recover()
             interval = max(1, self._settings.cron_recovery_interval_seconds)
-            await self.arm("recover", interval, RecoverLost())
+            await self.arm("recover", self.deadline(interval), RecoverLost())
         else:
             await super().handle_message(message)
 
     # -- firing ----------------------------------------------------------------
 
     async def _poll(self) -> float:
-        """Claim and start every due tick; return the seconds to the next look."""
+        """Claim and start every due tick; return when to look next (monotonic)."""
         interval = float(max(1, self._settings.cron_poll_interval_seconds))
         now = self.now()
         try:
@@ -294,14 +301,13 @@ class CronScheduler(Poller):
                 _, earliest = await self._store.due_cron_schedules(now)
         except StorageError as exc:
             logger.warning("cron.poll.failed", error=str(exc))
-            return interval
-        finally:
-            self._stats.polls += 1
-            self._stats.changed()
+            earliest = None
+        self._stats.polls += 1
+        self._stats.changed()
         if earliest is None:
-            return interval
+            return self.deadline(interval)
         wait = (parse_stamp(earliest) - self.now()).total_seconds()
-        return min(interval, max(0.0, wait))
+        return self.deadline(min(interval, wait))
 
     async def _claim(
         self, row: CronScheduleRow, now: datetime

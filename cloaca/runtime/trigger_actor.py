@@ -225,7 +225,7 @@ class TriggerPoller(Poller):
                 reschedule = False
                 now = self.now()
                 await self._store.sweep_trigger_executions(now - LOST_HANDOFF, now)
-                await self.arm("sweep", SWEEP_INTERVAL, Sweep())
+                await self.arm("sweep", self.deadline(SWEEP_INTERVAL), Sweep())
             elif not isinstance(message, Wake):
                 await super().handle_message(message)
                 return
@@ -255,7 +255,7 @@ class TriggerPoller(Poller):
             )
         except StorageError as exc:
             logger.warning("trigger.store.failed", error=str(exc))
-            await self.arm("tick", IDLE_WAKE, Wake())
+            await self.arm("tick", self.deadline(IDLE_WAKE), Wake())
             return
         now = self.clock.monotonic()
         wait = IDLE_WAKE
@@ -283,7 +283,7 @@ class TriggerPoller(Poller):
                     shutdown=ShutdownPolicy.brutal(),
                 )
             )
-        await self.arm("tick", wait, Wake())
+        await self.arm("tick", now + wait, Wake())
 
     # -- polls and fires -------------------------------------------------------
 

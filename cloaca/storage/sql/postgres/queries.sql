@@ -272,11 +272,10 @@ DROP SCHEMA IF EXISTS {schema} CASCADE;
 -- A tenant login role.
 DROP ROLE IF EXISTS {role};
 
--- Cron and trigger schedules (SCHEMA.md 6-7), run by pg_schedules.py. Times are
--- naive UTC timestamps bound by the client; ticks are whole seconds.
-
 -- name: insert_cron_schedule
--- Registration: enabled, skip, no window, never run (SCHEMA.md 6).
+-- The cron and trigger statements from here on are run by pg_schedules.py
+-- (SCHEMA.md 6-7). Times are naive UTC timestamps bound by the client; ticks are
+-- whole seconds. Registration: enabled, skip, no window, never run.
 INSERT INTO cron_schedules
     (id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
      start_date, end_date, next_run_at, last_run_at, created_at, updated_at)

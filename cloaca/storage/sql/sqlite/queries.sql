@@ -231,12 +231,11 @@ WHERE (:pipeline_name IS NULL OR p.pipeline_name = :pipeline_name)
 ORDER BY p.started_at DESC, p.id DESC
 LIMIT :limit OFFSET :offset
 
--- Cron and trigger schedules (SCHEMA.md 6-7), run by sqlite_schedules.py. Ticks
--- (next_run_at, scheduled_time) are whole seconds without a fraction, so every
--- writer encodes a tick identically and UNIQUE (schedule_id, scheduled_time) holds.
-
 -- name: insert_cron_schedule
--- Registration: enabled, skip, no window, never run (SCHEMA.md 6).
+-- The cron and trigger statements from here on are run by sqlite_schedules.py
+-- (SCHEMA.md 6-7). Ticks (next_run_at, scheduled_time) are whole seconds without a
+-- fraction, so every writer encodes a tick identically and UNIQUE (schedule_id,
+-- scheduled_time) holds. Registration: enabled, skip, no window, never run.
 INSERT INTO cron_schedules (
     id, workflow_name, cron_expression, timezone, enabled, catchup_policy,
     start_date, end_date, next_run_at, last_run_at, created_at, updated_at
