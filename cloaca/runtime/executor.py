@@ -11,6 +11,7 @@ flight through one capacity limiter shared by every task actor.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -263,7 +264,10 @@ _NO_DISPATCH = DispatchTask(
 class Executor(Actor[DispatchTask]):
     """Turns dispatches into supervised task actors."""
 
-    mailbox_capacity: ClassVar[int] = 4096
+    # The scheduler dispatches with send_nowait (it must never block on the actor
+    # it feeds), so a bound here would crash it on a burst: 10,000 executions
+    # submitted at once release 10,000 roots in one commit (CONVENTIONS.md 4).
+    mailbox_capacity: ClassVar[int] = math.inf  # type: ignore[assignment]
 
     def __init__(
         self,
