@@ -203,6 +203,8 @@ class ServiceStatistics:
         recoveries: Recovery passes run.
         dropped: Trigger fires dropped as duplicates of one in progress.
         ended: Trigger-started executions seen to end.
+        requested: Trigger registrations announced to the trigger service.
+        upserted: Trigger registrations it has written (or failed to).
     """
 
     __slots__ = (
@@ -215,6 +217,8 @@ class ServiceStatistics:
         "recovered",
         "recoveries",
         "relinked",
+        "requested",
+        "upserted",
     )
 
     def __init__(self) -> None:
@@ -226,6 +230,8 @@ class ServiceStatistics:
         self.recoveries = 0
         self.dropped = 0
         self.ended = 0
+        self.requested = 0
+        self.upserted = 0
         self._waiters: list[tuple[Callable[[], bool], anyio.Event]] = []
 
     def changed(self) -> None:

@@ -19,6 +19,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
+import anyio
+
 from actors import ActorError, ChildSpec, ShutdownPolicy
 from cloaca import texts
 from cloaca.cron import CronError, CronSchedule
@@ -43,6 +45,8 @@ __all__ = ("Schedules", "start_schedules")
 _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
+REGISTRATION_WAIT: Final = 5.0
+"""Seconds a trigger method waits for rows of triggers registered just before."""
 STOP_GRACE: Final = 5.0
 """Seconds a service may take to finish its current message at shutdown."""
 
@@ -310,10 +314,18 @@ class Schedules:
 
     # -- triggers (API.md 3.9.5) -----------------------------------------------
 
+    async def _registered(self) -> None:
+        """Wait until triggers registered before this call have their rows."""
+        stats = self.trigger_stats
+        # Bounded: a trigger service that is restarting must not hang a listing.
+        with anyio.move_on_after(REGISTRATION_WAIT):
+            await stats.wait_for(lambda: stats.upserted >= stats.requested)
+
     async def list_trigger_schedules(
         self, enabled_only: bool, limit: int, offset: int
     ) -> list[dict[str, Any]]:
         """Trigger schedules, newest first."""
+        await self._registered()
         try:
             rows = await self._store.list_trigger_schedules(
                 enabled_only=enabled_only, limit=limit, offset=offset
@@ -324,6 +336,7 @@ class Schedules:
 
     async def get_trigger_schedule(self, trigger_name: str) -> dict[str, Any] | None:
         """One trigger schedule, or None."""
+        await self._registered()
         try:
             row = await self._store.get_trigger_schedule(trigger_name)
         except StorageError as exc:
@@ -332,6 +345,7 @@ class Schedules:
 
     async def set_trigger_enabled(self, trigger_name: str, enabled: bool) -> None:
         """Enable or disable polling; an unknown name is a no-op."""
+        await self._registered()
         try:
             await self._store.set_trigger_enabled(trigger_name, enabled, self.now())
         except StorageError as exc:
@@ -342,6 +356,7 @@ class Schedules:
         self, trigger_name: str, limit: int, offset: int
     ) -> list[dict[str, Any]]:
         """Fire records of one trigger, newest first."""
+        await self._registered()
         try:
             rows = await self._store.list_trigger_executions(
                 trigger_name, limit=limit, offset=offset

@@ -184,12 +184,20 @@ class TriggerPoller(Poller):
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
 
+        stats = self._stats
+
+        def announce(spec: TriggerSpec) -> None:
+            # Counted on the loop before any later call of the registering thread
+            # runs there, so the management methods can wait for the row.
+            stats.requested += 1
+            ref.send_nowait(Upsert(spec=spec))
+
         def registered(spec: TriggerSpec) -> None:
             # Registration happens on the user's thread; the mailbox is the loop's.
             if threading.get_ident() == loop_thread:
-                ref.send_nowait(Upsert(spec=spec))
+                announce(spec)
             else:
-                loop.call_soon_threadsafe(ref.send_nowait, Upsert(spec=spec))
+                loop.call_soon_threadsafe(announce, spec)
 
         def ended(outcome: ExecutionOutcome) -> None:
             if outcome.origin is not None and outcome.origin.startswith("trigger:"):
@@ -215,7 +223,10 @@ class TriggerPoller(Poller):
         reschedule = True
         try:
             if isinstance(message, Upsert):
-                await self._upsert(message.spec)
+                try:
+                    await self._upsert(message.spec)
+                finally:
+                    self._stats.upserted += 1
             elif isinstance(message, Polled):
                 await self._polled(message)
             elif isinstance(message, Ended):
