@@ -8,11 +8,18 @@ verifying the schema), runs start-up recovery, then starts the supervision tree:
     ├── scheduler        Scheduler: DAG state of live executions
     ├── tasks            TaskSupervisor: one transient TaskActor per attempt
     ├── executor         Executor: dispatches -> task actors
+    ├── leases           LeaseKeeper: heartbeats (PostgreSQL only)
     └── intake           Intake: claims executions submitted through the database
 
-Leaving it shuts down gracefully: intake stops, actors drain up to the deadline,
-the journal is flushed, the store is closed. ``DefaultRunner`` hosts it on a
-background event loop; ``AsyncRunner`` on the caller's own.
+On PostgreSQL several runtimes (processes, machines) may share one database:
+each has a ``runner_id`` and drives only executions it holds a lease on
+(``cloaca.runtime.leases``); start-up recovery then takes only executions
+without a live lease, and a runner that dies is replaced by the others once its
+leases expire. Leaving it shuts down gracefully: intake stops, actors drain up
+to the deadline, the journal is flushed, this runner's leases are released (the
+others are woken to take its unfinished work at once), the store is closed.
+``DefaultRunner`` hosts it on a background event loop; ``AsyncRunner`` on the
+caller's own.
 """
 
 from __future__ import annotations
@@ -44,6 +51,12 @@ from cloaca.runtime.errors import (
 )
 from cloaca.runtime.executor import Executor, TaskSupervisor
 from cloaca.runtime.intake import Intake
+from cloaca.runtime.leases import (
+    Lease,
+    LeaseKeeper,
+    claim_executions,
+    lease_ttl_from_env,
+)
 from cloaca.runtime.messages import (
     LoadExecutions,
     ResumeExecutions,
@@ -58,7 +71,9 @@ from cloaca.runtime.recovery import recover
 from cloaca.runtime.scheduler import Scheduler
 from cloaca.runtime.schedules import Schedules, start_schedules
 from cloaca.storage import open_store
-from cloaca.storage.protocol import Store
+from cloaca.storage.errors import StorageError
+from cloaca.storage.leases import lease_store_for
+from cloaca.storage.protocol import LeaseListener, Store
 
 logger = get_logger(__name__)
 
@@ -76,8 +91,29 @@ class _Waiter:
         self.lost = False
 
 
+def claim_limit(max_concurrent_tasks: int) -> int:
+    """Most executions a leased runtime drives at once before it stops claiming.
+
+    Twice the attempt concurrency keeps the executor fed while dependents are
+    released; whatever exceeds it is left to the other runners.
+    """
+    return max(4, 2 * max_concurrent_tasks)
+
+
 class Runtime:
-    """One runner's engine; see the module docstring."""
+    """One runner's engine; see the module docstring.
+
+    Args:
+        url: The database URL (API.md 4.15).
+        settings: The runner's configuration snapshot.
+        schema: PostgreSQL schema of the tenant (API.md 4.16).
+        clock: The actors' clock (a ``ManualClock`` in tests).
+        shutdown_timeout: Seconds each actor gets to drain at shutdown.
+        rng: Randomness of retry jitter.
+        store: A store to use instead of opening ``url`` (fault injection).
+        lease_ttl: Seconds an execution lease lasts without renewal (PostgreSQL);
+            default ``CLOACA_LEASE_TTL_SECONDS`` or 30.
+    """
 
     def __init__(
         self,
@@ -89,6 +125,7 @@ class Runtime:
         shutdown_timeout: float = 5.0,
         rng: random.Random | None = None,
         store: Store | None = None,
+        lease_ttl: float | None = None,
     ) -> None:
         self.settings = settings
         # ``store`` lets fault-injection tests wrap a real store.
@@ -107,6 +144,15 @@ class Runtime:
         self._finish_listeners: list[Callable[[ExecutionOutcome], None]] = []
         self.journal_stats = JournalStats()
         self.schedules: Schedules | None = None
+        self.runner_id = uuid.uuid4()
+        """This runtime's identity in the lease table."""
+        leases = lease_store_for(self.store)
+        self._lease: Lease | None = None
+        if leases is not None:
+            ttl = lease_ttl_from_env() if lease_ttl is None else lease_ttl
+            self._lease = Lease(store=leases, runner_id=self.runner_id, ttl=ttl)
+        self._listener: LeaseListener | None = None
+        self._intake: Intake | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -114,7 +160,20 @@ class Runtime:
         await self.store.open()
         try:
             resumable = []
-            if self.settings.enable_recovery:
+            lease = self._lease
+            if lease is not None:
+                await lease.leases.prepare()
+                # Recovery under leases: only executions nobody drives any more.
+                resumable = await claim_executions(
+                    lease,
+                    self.store,
+                    limit=claim_limit(self.settings.max_concurrent_tasks),
+                    recover=self.settings.enable_recovery,
+                    at=datetime.now(UTC),
+                )
+                self._owned.update(row.id for row in resumable)
+                await self._keep_listening()
+            elif self.settings.enable_recovery:
                 resumable = await recover(self.store, datetime.now(UTC))
                 # Owned before the intake starts polling, so it never claims them.
                 self._owned.update(row.id for row in resumable)
@@ -131,7 +190,9 @@ class Runtime:
                 await system.__aexit__(None, None, None)
                 raise
         except BaseException:
-            await self.store.close()
+            with anyio.CancelScope(shield=True):
+                await self._leave()
+                await self.store.close()
             raise
         if resumable:
             system.root.ref_of("scheduler").send_nowait(
@@ -158,7 +219,11 @@ class Runtime:
             ChildSpec(
                 id="persistence",
                 factory=lambda: Persistence(
-                    self.store, scheduler_ref, self.journal_stats, self._generation
+                    self.store,
+                    scheduler_ref,
+                    self.journal_stats,
+                    self._generation,
+                    self._lease,
                 ),
                 shutdown=ShutdownPolicy.timeout(self._shutdown_timeout),
             )
@@ -194,18 +259,77 @@ class Runtime:
                 ),
             )
         )
+        lease = self._lease
+        interval = max(0.01, settings.scheduler_poll_interval_ms / 1000)
+        if lease is not None:
+            await system.spawn(
+                ChildSpec(
+                    id="leases",
+                    factory=lambda: LeaseKeeper(
+                        lease, scheduler_ref, self._owned, self._keep_listening
+                    ),
+                    shutdown=ShutdownPolicy.brutal(),
+                )
+            )
+            # Claims are woken by NOTIFY; polling is only the safety net.
+            interval = max(interval, min(2.0, lease.ttl / 3))
+
+        def make_intake() -> Intake:
+            self._intake = Intake(
+                self.store,
+                scheduler_ref,
+                self._owned,
+                interval,
+                lease=lease,
+                claim_limit=claim_limit(settings.max_concurrent_tasks),
+                recover=settings.enable_recovery,
+            )
+            return self._intake
+
         await system.spawn(
             ChildSpec(
                 id="intake",
-                factory=lambda: Intake(
-                    self.store,
-                    scheduler_ref,
-                    self._owned,
-                    max(0.01, settings.scheduler_poll_interval_ms / 1000),
-                ),
+                factory=make_intake,
                 shutdown=ShutdownPolicy.brutal(),
             )
         )
+
+    def _wake_intake(self) -> None:
+        if self._intake is not None and not self._closed:
+            self._intake.wake()
+
+    async def _keep_listening(self) -> None:
+        """Listen for wake-ups, again if the connection was lost (PostgreSQL)."""
+        lease = self._lease
+        if lease is None or self._closed:
+            return
+        listener = self._listener
+        if listener is not None and listener.alive:
+            return
+        self._listener = None
+        if listener is not None:
+            await listener.aclose()
+        try:
+            self._listener = await lease.leases.listen(self._wake_intake)
+        except StorageError as exc:
+            logger.warning("lease.listen_failed", error=str(exc))
+
+    async def _leave(self) -> None:
+        """Graceful leave: close the listener and release every lease at once."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+        lease = self._lease
+        if lease is None:
+            return
+        try:
+            released = await lease.leases.release(lease.runner_id)
+        except StorageError as exc:
+            # They expire on their own; the others then take the work over.
+            logger.warning("lease.release_failed", error=str(exc))
+        else:
+            if released:
+                logger.info("lease.released", executions=released)
 
     async def __aexit__(
         self,
@@ -227,7 +351,10 @@ class Runtime:
                 await self._system.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.store.close()
+                try:
+                    await self._leave()
+                finally:
+                    await self.store.close()
             for waiter in self._waiters.values():
                 waiter.event.set()
 
@@ -239,6 +366,9 @@ class Runtime:
     # -- executions ------------------------------------------------------------
 
     def _finished(self, outcome: ExecutionOutcome) -> None:
+        if self._lease is not None:
+            # Capacity freed: claim what other runners could not take.
+            self._wake_intake()
         waiter = self._waiters.pop(outcome.execution_id, None)
         if waiter is not None:
             waiter.outcome = outcome

@@ -11,6 +11,13 @@ claimed execution is handed to the scheduler like a recovered one.
 
 A runtime's own executions are written ``Running`` in the batch that creates
 them, so ``Pending`` always means "submitted, not yet claimed".
+
+With leases (several runners on PostgreSQL, ``cloaca.runtime.leases``) a poll
+claims leases instead, on executions that are ``Pending`` or whose runner died,
+never more than the runner's spare capacity (``claim_limit``), so the rest stays
+for the other runners. A wake-up (``NOTIFY`` of a submission or a released
+lease, or one of this runner's executions ending) ends the wait between polls at
+once; the poll interval only remains as a safety net.
 """
 
 from __future__ import annotations
@@ -19,14 +26,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import anyio
 import msgspec
 
 from actors import Actor, ActorRef
 from cloaca import registry
 from cloaca.logging import get_logger
+from cloaca.runtime.leases import Lease, claim_executions
 from cloaca.runtime.messages import ResumeExecutions
 from cloaca.storage import journal as j, open_store
 from cloaca.storage.errors import Conflict, StorageError
+from cloaca.storage.leases import lease_store_for
 from cloaca.storage.protocol import ExecutionRow, Store
 from cloaca.workflow import graph_of
 
@@ -81,6 +91,13 @@ async def submit_to_database(
     await store.open()
     try:
         await store.apply([entry])
+        leases = lease_store_for(store)
+        if leases is not None:
+            try:
+                await leases.notify_work()
+            except StorageError as exc:
+                # Committed already; the runners' slow poll finds it anyway.
+                logger.warning("intake.notify_failed", error=str(exc))
     finally:
         await store.close()
     return execution_id
@@ -104,25 +121,73 @@ class Intake(Actor[Poll]):
         scheduler: Any,
         owned: set[uuid.UUID],
         interval: float,
+        *,
+        lease: Lease | None = None,
+        claim_limit: int = CLAIM_BATCH,
+        recover: bool = True,
     ) -> None:
         self._store = store
         self._scheduler_ref = scheduler
         self._owned = owned
         self._interval = interval
         self._skipped: set[uuid.UUID] = set()
+        self._lease = lease
+        self._claim_limit = claim_limit
+        self._recover = recover
+        self._sleeping: anyio.CancelScope | None = None
+        self._woken = False
 
     async def on_start(self) -> None:
         """Start polling."""
         self.ref.send_nowait(_POLL)
 
+    def wake(self) -> None:
+        """Poll now instead of at the end of the interval (on the loop)."""
+        if self._sleeping is not None:
+            self._sleeping.cancel()
+        else:
+            self._woken = True
+
     async def handle(self, message: Poll) -> None:
-        """One poll, then the next after the interval."""
+        """One poll, then the next after the interval or a wake-up."""
         try:
-            await self._poll()
+            if self._lease is not None:
+                await self._poll_leased(self._lease)
+            else:
+                await self._poll()
         except StorageError as exc:
             logger.warning("intake.poll_failed", error=str(exc))
-        await self.clock.sleep(self._interval)
+        if self._woken:
+            self._woken = False
+        else:
+            with anyio.CancelScope() as scope:
+                self._sleeping = scope
+                try:
+                    await self.clock.sleep(self._interval)
+                finally:
+                    self._sleeping = None
+            self._woken = False
         self.ref.send_nowait(_POLL)
+
+    async def _poll_leased(self, lease: Lease) -> None:
+        spare = self._claim_limit - len(self._owned)
+        if spare <= 0:
+            return
+        at = datetime.fromtimestamp(self.clock.wall_ms() / 1000, UTC)
+        rows = await claim_executions(
+            lease,
+            self._store,
+            limit=min(spare, CLAIM_BATCH),
+            recover=self._recover,
+            at=at,
+            skip=tuple(self._owned),
+        )
+        if rows:
+            self._owned.update(row.id for row in rows)
+            scheduler: ActorRef[Any] = self._scheduler_ref()
+            scheduler.send_nowait(ResumeExecutions(rows=tuple(rows)))
+            # There may be more than one claim's worth waiting.
+            self._woken = len(rows) >= min(spare, CLAIM_BATCH)
 
     async def _poll(self) -> None:
         rows = await self._store.list_executions(status=PENDING, limit=CLAIM_BATCH)

@@ -88,6 +88,16 @@ class Committed(Message, frozen=True):
     generation: int = 1
 
 
+class LeasesLost(Message, frozen=True):
+    """Another runner took these executions over: stop driving them at once.
+
+    Nothing more of them is journaled by this runner (the store refuses it), their
+    attempts in flight are abandoned and their callers are told they were lost.
+    """
+
+    execution_ids: frozenset[uuid.UUID]
+
+
 class StopIntake(Message, frozen=True):
     """Stop dispatching new attempts (``DefaultRunner.stop()``)."""
 
@@ -103,6 +113,7 @@ SchedulerMsg = (
     | AttemptSucceeded
     | AttemptFailed
     | Committed
+    | LeasesLost
     | StopIntake
     | ResumeIntake
 )
@@ -148,6 +159,9 @@ class Append(Message, frozen=True):
     seq: int
     generation: int = 1
     """The scheduler incarnation that wrote it (see ``SchedulerGeneration``)."""
+    execution_id: uuid.UUID | None = None
+    """The execution every entry is about, so that a batch refused for a lost
+    lease can be written again without that execution's entries."""
 
 
 class Flush(Message, frozen=True):

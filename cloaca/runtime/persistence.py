@@ -10,14 +10,21 @@ transitions that arrived while the previous commit ran (DESIGN.md, Durability).
 A failed commit is retried with backoff on the clock; if the database stays
 unusable the actor crashes and the runtime supervisor restarts it and everything
 started after it (``rest_for_one``), which then rebuilds from the database.
+
+With leases (several runners on PostgreSQL, ``cloaca.runtime.leases``) a batch is
+written together with the check that this runner still holds the lease of every
+execution in it. When the store refuses it (``LeaseLost``), the entries of the
+executions taken over are dropped, the scheduler is told (``LeasesLost``) and the
+rest of the batch is written at once: a stale runner's completion never lands.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from actors import Actor, ActorRef
 from cloaca.logging import get_logger
@@ -25,13 +32,18 @@ from cloaca.runtime.messages import (
     Append,
     Committed,
     Flush,
+    LeasesLost,
     LoadExecutions,
     PersistenceMsg,
     SchedulerGeneration,
 )
 from cloaca.storage.errors import Conflict, StorageError
 from cloaca.storage.journal import JournalEvent
+from cloaca.storage.leases import LeaseLost
 from cloaca.storage.protocol import ExecutionRow, Store
+
+if TYPE_CHECKING:
+    from cloaca.runtime.leases import Lease
 
 logger = get_logger(__name__)
 
@@ -73,12 +85,15 @@ class Persistence(Actor[PersistenceMsg]):
         scheduler: Callable[[], ActorRef[Any]],
         stats: JournalStats,
         generation: SchedulerGeneration,
+        lease: Lease | None = None,
     ) -> None:
+        self._lease = lease
         self._generation = generation
         self._store = store
         self._scheduler = scheduler
         self._stats = stats
         self._buffer: list[JournalEvent] = []
+        self._owners: list[uuid.UUID | None] = []
         self._buffered_seq = 0
         self._buffered_generation = generation.value
         self._flush_pending = False
@@ -96,13 +111,19 @@ class Persistence(Actor[PersistenceMsg]):
     async def handle(self, message: PersistenceMsg) -> Any:
         """Buffer appends, commit on flush, answer loads."""
         match message:
-            case Append(entries=entries, seq=seq, generation=generation):
+            case Append(
+                entries=entries,
+                seq=seq,
+                generation=generation,
+                execution_id=execution_id,
+            ):
                 if generation != self._generation.value:
                     return None  # written by a scheduler that has been replaced
                 if self._buffered_generation != generation:
                     self._buffered_generation = generation
                     self._buffered_seq = 0
                 self._buffer.extend(entries)
+                self._owners.extend([execution_id] * len(entries))
                 self._buffered_seq = max(self._buffered_seq, seq)
                 if not self._flush_pending:
                     self._flush_pending = True
@@ -129,13 +150,30 @@ class Persistence(Actor[PersistenceMsg]):
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        owners, self._owners = self._owners, []
         seq = self._buffered_seq
         generation = self._buffered_generation
         delay = 0.05
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        attempt = 0
+        while batch and attempt < COMMIT_ATTEMPTS:
+            attempt += 1
             started = time.perf_counter()
             try:
-                await self._store.apply(batch)
+                await self._write(batch, owners)
+            except LeaseLost as lost:
+                if attempt > 1:
+                    # The earlier try may have committed (a finished execution's
+                    # lease goes with it): rebuild from the database, as for a
+                    # Conflict on a retry.
+                    raise
+                # Not a failure of the database: drop what is no longer ours and
+                # write the rest now, without spending an attempt.
+                attempt -= 1
+                batch, owners = self._without(batch, owners, lost)
+                self._scheduler().send_nowait(
+                    LeasesLost(execution_ids=lost.execution_ids)
+                )
+                continue
             except StorageError as exc:
                 if attempt == COMMIT_ATTEMPTS or (
                     attempt > 1 and isinstance(exc, Conflict)
@@ -160,6 +198,34 @@ class Persistence(Actor[PersistenceMsg]):
             self._stats.commit_seconds += time.perf_counter() - started
             break
         self._scheduler().send_nowait(Committed(seq=seq, generation=generation))
+
+    async def _write(
+        self, batch: list[JournalEvent], owners: list[uuid.UUID | None]
+    ) -> None:
+        lease = self._lease
+        if lease is None:
+            await self._store.apply(batch)
+            return
+        touched = sorted({o for o in owners if o is not None}, key=str)
+        await lease.store.apply_leased(
+            batch, runner_id=lease.runner_id, touched=touched, ttl=lease.ttl
+        )
+
+    @staticmethod
+    def _without(
+        batch: list[JournalEvent], owners: list[uuid.UUID | None], lost: LeaseLost
+    ) -> tuple[list[JournalEvent], list[uuid.UUID | None]]:
+        """The batch without the entries of executions whose lease was lost."""
+        kept = [
+            (entry, owner)
+            for entry, owner in zip(batch, owners, strict=True)
+            if owner not in lost.execution_ids
+        ]
+        if len(kept) == len(batch):
+            # The store named an execution no append claims: nothing to drop,
+            # so writing again would loop; let the supervisor rebuild instead.
+            raise lost
+        return [e for e, _ in kept], [o for _, o in kept]
 
     async def _load(self, ids: tuple[Any, ...] | None) -> list[ExecutionRow]:
         if ids is None:

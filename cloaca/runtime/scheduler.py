@@ -6,6 +6,11 @@ Persistence answers ``Committed`` are its dependents released or its execution
 reported finished (DESIGN.md, Durability). Attempt starts and retry schedules are
 journaled without waiting: the journal applies entries in order, so a later
 result can never overtake them.
+
+Every journal append names its execution. When the database says another runner
+took an execution over (``LeasesLost``, several runners on PostgreSQL), the
+scheduler forgets it at once: callbacks waiting for its commits do not run, held
+attempts are abandoned, and its caller is told the execution was lost here.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cloaca.runtime.messages import (
     AttemptSucceeded,
     Committed,
     DispatchTask,
+    LeasesLost,
     LoadExecutions,
     ResumeExecutions,
     ResumeIntake,
@@ -46,6 +52,8 @@ from cloaca.storage.protocol import ExecutionRow
 from cloaca.workflow import graph_of
 
 logger = get_logger(__name__)
+
+FINAL_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
 
 
 def now_utc(clock_wall_ms: int) -> datetime:
@@ -86,7 +94,7 @@ class Scheduler(Actor[SchedulerMsg]):
         self._owned = owned
         self._executions: dict[uuid.UUID, st.ExecutionState] = {}
         self._seq = 0
-        self._after_commit: deque[tuple[int, Callable[[], None]]] = deque()
+        self._after_commit: deque[_AfterCommit] = deque()
         self._paused = False
         self._held: list[tuple[st.ExecutionState, st.TaskState]] = []
         self._held_starts: list[AttemptStarting] = []
@@ -114,19 +122,56 @@ class Scheduler(Actor[SchedulerMsg]):
     # -- journal ---------------------------------------------------------------
 
     def _journal(
-        self, entries: Iterable[j.JournalEvent], then: Callable[[], None] | None = None
+        self,
+        execution: st.ExecutionState,
+        entries: Iterable[j.JournalEvent],
+        then: Callable[[], None] | None = None,
+        otherwise: Callable[[], None] | None = None,
     ) -> None:
+        """Append ``entries`` about ``execution``; run ``then`` once durable.
+
+        ``otherwise`` runs instead when the execution was taken over by another
+        runner before the commit (its entries were not written).
+        """
         self._seq += 1
         self._persistence().send_nowait(
-            Append(entries=tuple(entries), seq=self._seq, generation=self.incarnation)
+            Append(
+                entries=tuple(entries),
+                seq=self._seq,
+                generation=self.incarnation,
+                execution_id=execution.id,
+            )
         )
         if then is not None:
-            self._after_commit.append((self._seq, then))
+            self._after_commit.append((self._seq, execution.id, then, otherwise))
 
     def _committed(self, seq: int) -> None:
         queue = self._after_commit
         while queue and queue[0][0] <= seq:
-            queue.popleft()[1]()
+            _, execution_id, then, otherwise = queue.popleft()
+            if execution_id in self._executions:
+                then()
+            elif otherwise is not None:
+                otherwise()
+
+    def _leases_lost(self, execution_ids: frozenset[uuid.UUID]) -> None:
+        """Forget executions another runner now drives (see the module)."""
+        for execution_id in execution_ids:
+            execution = self._executions.pop(execution_id, None)
+            self._owned.discard(execution_id)
+            if execution is None:
+                continue
+            execution.finished = True
+            logger.warning("execution.lease_lost", execution_id=str(execution_id))
+            self._on_lost(execution_id)
+        self._held = [(e, t) for e, t in self._held if e.id not in execution_ids]
+        kept = []
+        for message in self._held_starts:
+            if message.task.execution_id in execution_ids:
+                message.reply_to.send_nowait(AbandonAttempt())
+            else:
+                kept.append(message)
+        self._held_starts = kept
 
     # -- messages --------------------------------------------------------------
 
@@ -146,6 +191,8 @@ class Scheduler(Actor[SchedulerMsg]):
                 return self._start(message)
             case ResumeExecutions(rows=rows):
                 self._resume(rows)
+            case LeasesLost(execution_ids=execution_ids):
+                self._leases_lost(execution_ids)
             case StopIntake():
                 self._paused = True
             case ResumeIntake():
@@ -212,6 +259,13 @@ class Scheduler(Actor[SchedulerMsg]):
                 continue
             execution = self._rebuild(row)
             if execution is None:
+                continue
+            if row.status in FINAL_STATUSES:
+                # Finished by a commit whose acknowledgement was lost with its
+                # connection: report it as it is stored, journal nothing.
+                execution.finished = True
+                self._owned.discard(execution.id)
+                self._on_finished(outcome_of(execution, row.completed_at or at))
                 continue
             self._executions[execution.id] = execution
             self._owned.add(execution.id)
@@ -283,12 +337,12 @@ class Scheduler(Actor[SchedulerMsg]):
         dispatches = self._plan_starts(execution, candidates, entries, at)
         if execution.done and not execution.finished:
             entries.append(self._finished_entry(execution, at))
-            self._journal(entries, then=lambda: self._finish(execution, at))
+            self._journal(execution, entries, then=lambda: self._finish(execution, at))
             return
         if not entries:
             self._send(dispatches)
             return
-        self._journal(entries, then=lambda: self._send(dispatches))
+        self._journal(execution, entries, then=lambda: self._send(dispatches))
 
     def _plan_starts(
         self,
@@ -390,7 +444,12 @@ class Scheduler(Actor[SchedulerMsg]):
         entry = j.TaskStarted(
             task_execution_id=task.row_id, attempt=task.attempt, at=at
         )
-        self._journal((entry,), then=lambda: message.reply_to.send_nowait(RUN_ATTEMPT))
+        self._journal(
+            execution,
+            (entry,),
+            then=lambda: message.reply_to.send_nowait(RUN_ATTEMPT),
+            otherwise=lambda: message.reply_to.send_nowait(AbandonAttempt()),
+        )
 
     def _succeeded(self, message: AttemptSucceeded) -> None:
         found = self._lookup(message.task)
@@ -418,6 +477,7 @@ class Scheduler(Actor[SchedulerMsg]):
         if message.retry_at is not None:
             execution.mark_retrying(task, message.error)
             self._journal(
+                execution,
                 (
                     j.TaskRetryScheduled(
                         task_execution_id=task.row_id,
@@ -426,7 +486,7 @@ class Scheduler(Actor[SchedulerMsg]):
                         error=message.error,
                         at=message.at,
                     ),
-                )
+                ),
             )
             # The supervisor restarts the task actor after the backoff; until it
             # asks to start, the task is not startable by anyone else.
@@ -456,6 +516,10 @@ class Scheduler(Actor[SchedulerMsg]):
         self._executions.pop(execution.id, None)
         self._owned.discard(execution.id)
         self._on_finished(outcome_of(execution, at))
+
+
+_AfterCommit = tuple[int, uuid.UUID, Callable[[], None], Callable[[], None] | None]
+"""(seq, execution id, then, otherwise): see ``Scheduler._journal``."""
 
 
 def outcome_of(execution: st.ExecutionState, at: datetime) -> ExecutionOutcome:

@@ -9,7 +9,7 @@ UTC ``datetime`` times (truncated to microseconds), JSON kept as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -406,4 +406,90 @@ class ScheduleStore(Protocol):
         self, trigger_name: str, *, limit: int, offset: int
     ) -> list[TriggerExecutionRow]:
         """Fires of one trigger, newest first."""
+        ...
+
+
+# -- leases (several runners on one database; DESIGN.md, Scale-out) ---------------
+
+
+class LeaseListener(Protocol):
+    """An open subscription to work wake-ups; see ``LeaseStore.listen``."""
+
+    @property
+    def alive(self) -> bool:
+        """False once the connection is gone (the caller listens again)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening and release the connection. Idempotent."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """Execution leases: which runner drives which unfinished execution.
+
+    A runner holds a lease on every execution it drives and renews it by
+    heartbeat; a lease that is not renewed expires, and another runner may take
+    the execution over. Every journal batch of a runner is written together with
+    a check that it still holds the leases of the executions the batch touches
+    (``apply_leased``), so a runner whose work was taken over cannot record a
+    second completion. Lease times are the database's clock.
+    """
+
+    async def prepare(self) -> None:
+        """Create the lease table if it is missing (idempotent)."""
+        ...
+
+    async def apply_leased(
+        self,
+        entries: Sequence[JournalEvent],
+        *,
+        runner_id: uuid.UUID,
+        touched: Sequence[uuid.UUID],
+        ttl: float,
+    ) -> None:
+        """Write ``entries`` like ``Store.apply``, only while the leases are ours.
+
+        In the batch's transaction: executions it creates get a lease of
+        ``runner_id``; the leases of ``touched`` (and of every execution an entry
+        names) must be held by ``runner_id`` and are renewed for ``ttl`` seconds;
+        executions it finishes lose their lease.
+
+        Raises ``LeaseLost`` (naming the executions) when a lease is held by
+        another runner or missing; nothing of the batch is written then.
+        """
+        ...
+
+    async def claim(
+        self,
+        *,
+        runner_id: uuid.UUID,
+        statuses: Sequence[str],
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+    ) -> list[uuid.UUID]:
+        """Take leases on up to ``limit`` executions nobody holds a live lease on.
+
+        Only executions in ``statuses`` of the ``workflows`` named, oldest first;
+        those another claimer is taking at the same moment are skipped.
+        """
+        ...
+
+    async def heartbeat(
+        self, *, runner_id: uuid.UUID, ttl: float, owned: Sequence[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Renew every lease of ``runner_id``; return ``owned`` ones others hold."""
+        ...
+
+    async def release(self, runner_id: uuid.UUID) -> int:
+        """Drop every lease of ``runner_id`` (graceful leave); wake the others."""
+        ...
+
+    async def notify_work(self) -> None:
+        """Wake the runners listening on this database (or schema)."""
+        ...
+
+    async def listen(self, on_wake: Callable[[], None]) -> LeaseListener:
+        """Call ``on_wake`` (on the loop) whenever work is announced here."""
         ...

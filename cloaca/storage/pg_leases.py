@@ -1,0 +1,253 @@
+"""Execution leases on PostgreSQL: ``PgLeaseStore``, beside a ``PostgresStore``.
+
+Implements the ``LeaseStore`` protocol on the store's asyncpg pool, with the
+statements of ``sql/postgres/leases.sql`` (DESIGN.md, Scale-out). PostgreSQL is
+the coordinator: claims are ``SELECT … FOR UPDATE SKIP LOCKED`` plus a
+conditional upsert of the lease, lease times are the server's clock, and every
+journal batch of a runner is written in one transaction with the renewal of the
+leases it touches, so a runner whose lease was taken over cannot commit (its
+batch raises ``LeaseLost`` and nothing of it is kept). Wake-ups travel by
+``NOTIFY cloaca_work`` with the schema as payload; ``listen`` keeps one
+dedicated connection outside the pool.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from cloaca.logging import get_logger
+from cloaca.storage import journal as j
+from cloaca.storage.errors import StorageError
+from cloaca.storage.leases import LeaseLost, execution_ids_of
+from cloaca.storage.pg_apply import apply_batch
+from cloaca.storage.postgres import PostgresStore
+from cloaca.storage.queries import load_queries, parse_queries
+
+__all__ = ("PgLeaseStore",)
+
+logger = get_logger(__name__)
+
+_DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+CHANNEL: Final = "cloaca_work"
+"""The LISTEN/NOTIFY channel of work wake-ups (payload: the schema)."""
+
+
+def _lease_queries() -> dict[str, str]:
+    from importlib import resources
+
+    path = resources.files("cloaca.storage").joinpath("sql", "postgres", "leases.sql")
+    return parse_queries(
+        path.read_text(encoding="utf-8"), source="sql/postgres/leases.sql"
+    )
+
+
+_Q: Final = _lease_queries()
+
+
+def _ids(rows: Sequence[asyncpg.Record]) -> list[uuid.UUID]:
+    # asyncpg hands out its own uuid.UUID subclass; callers compare with uuid.UUID.
+    return [uuid.UUID(bytes=r[0].bytes) for r in rows]
+
+
+class _Listener:
+    """One LISTEN connection; closing it ends the subscription."""
+
+    def __init__(self, conn: asyncpg.Connection, callback: Any) -> None:
+        self._conn: asyncpg.Connection | None = conn
+        self._callback = callback
+
+    @property
+    def alive(self) -> bool:
+        """False once the connection is closed or was lost."""
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def aclose(self) -> None:
+        """Stop listening and close the connection. Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.remove_listener(CHANNEL, self._callback)
+            await conn.close(timeout=2)
+        except _DRIVER_ERRORS:
+            conn.terminate()
+
+
+class PgLeaseStore:
+    """``LeaseStore`` on the pool of a ``PostgresStore`` (see the module).
+
+    Args:
+        store: The runner's store; it must be open before any call.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    def _pool(self) -> asyncpg.Pool:
+        return self._store._require_pool()
+
+    async def _fail(self, exc: BaseException, action: str) -> StorageError:
+        return await self._store._failed(self._pool(), exc, action)
+
+    async def prepare(self) -> None:
+        """Create the lease table if it is missing, under the migration lock."""
+        pool = self._pool()
+        lock = load_queries("postgres")["lock_migrations"]
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(lock)
+                await conn.execute(_Q["create_leases_table"])
+        except _DRIVER_ERRORS as exc:
+            raise await self._fail(exc, "create the lease table") from exc
+
+    async def apply_leased(
+        self,
+        entries: Sequence[j.JournalEvent],
+        *,
+        runner_id: uuid.UUID,
+        touched: Sequence[uuid.UUID],
+        ttl: float,
+    ) -> None:
+        """Write ``entries`` with the lease check in one transaction.
+
+        Raises:
+            LeaseLost: A touched execution's lease is held by another runner or
+                missing; nothing was written.
+            StorageError: As ``PostgresStore.apply``.
+        """
+        if not entries:
+            return
+        created, named, finished = execution_ids_of(entries)
+        check = sorted((set(touched) | named) - created, key=str)
+        pool = self._pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                if created:
+                    await conn.execute(
+                        _Q["insert_leases"], list(created), runner_id, ttl
+                    )
+                if check:
+                    lost = _ids(
+                        await conn.fetch(_Q["check_leases"], check, runner_id, ttl)
+                    )
+                    if lost:
+                        raise LeaseLost(frozenset(lost))
+                await apply_batch(conn, entries)
+                if finished:
+                    await conn.execute(_Q["release_leases"], list(finished), runner_id)
+        except LeaseLost:
+            raise
+        except StorageError as exc:
+            raise type(exc)(
+                f"PostgreSQL {self._store.display_url} refused a batch of "
+                f"{len(entries)} journal entries: {exc}",
+                url=self._store.display_url,
+            ) from exc
+        except _DRIVER_ERRORS as exc:
+            raise await self._fail(
+                exc, f"apply a leased batch of {len(entries)} journal entries"
+            ) from exc
+
+    async def claim(
+        self,
+        *,
+        runner_id: uuid.UUID,
+        statuses: Sequence[str],
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+    ) -> list[uuid.UUID]:
+        """Take leases on up to ``limit`` unleased (or expired) executions."""
+        if limit <= 0 or not workflows:
+            return []
+        pool = self._pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                candidates = _ids(
+                    await conn.fetch(
+                        _Q["claimable_executions"],
+                        list(statuses),
+                        list(workflows),
+                        limit,
+                    )
+                )
+                if not candidates:
+                    return []
+                return _ids(
+                    await conn.fetch(_Q["take_leases"], candidates, runner_id, ttl)
+                )
+        except _DRIVER_ERRORS as exc:
+            raise await self._fail(exc, "claim executions") from exc
+
+    async def heartbeat(
+        self, *, runner_id: uuid.UUID, ttl: float, owned: Sequence[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Renew every lease of ``runner_id``; return ``owned`` ones others hold."""
+        pool = self._pool()
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(_Q["heartbeat_leases"], runner_id, ttl)
+                if not owned:
+                    return set()
+                rows = await conn.fetch(
+                    _Q["leases_held_by_others"], list(owned), runner_id
+                )
+        except _DRIVER_ERRORS as exc:
+            raise await self._fail(exc, "renew leases") from exc
+        return set(_ids(rows))
+
+    async def release(self, runner_id: uuid.UUID) -> int:
+        """Drop every lease of ``runner_id`` and wake the other runners."""
+        pool = self._pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(_Q["release_runner_leases"], runner_id)
+                if rows:
+                    # Sent at commit: the others look once the leases are gone.
+                    await conn.execute(_Q["notify_work"])
+        except _DRIVER_ERRORS as exc:
+            raise await self._fail(exc, "release leases") from exc
+        return len(rows)
+
+    async def notify_work(self) -> None:
+        """Wake the runners listening on this schema."""
+        pool = self._pool()
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(_Q["notify_work"])
+        except _DRIVER_ERRORS as exc:
+            raise await self._fail(exc, "announce work") from exc
+
+    async def listen(self, on_wake: Callable[[], None]) -> _Listener:
+        """Call ``on_wake`` whenever a runner announces work in this schema.
+
+        Raises:
+            StorageError: The listening connection could not be opened.
+        """
+        store = self._store
+        try:
+            conn = await asyncpg.connect(
+                server_settings=store._server_settings(),
+                **store._target.connect_kwargs(),
+            )
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(
+                f"cannot listen for work on {store.display_url}: {exc}",
+                url=store.display_url,
+            ) from exc
+        try:
+            schema = await conn.fetchval(_Q["current_schema"])
+
+            def callback(_c: object, _pid: int, _channel: str, payload: str) -> None:
+                if payload == schema:
+                    on_wake()
+
+            await conn.add_listener(CHANNEL, callback)
+        except BaseException:
+            conn.terminate()
+            raise
+        return _Listener(conn, callback)

@@ -1,0 +1,105 @@
+-- Execution leases of runners sharing one PostgreSQL database (DESIGN.md, Scale-out).
+-- Loaded by cloaca/storage/pg_leases.py only. Lease times are the database's own
+-- clock (UTC wall time, as every timestamp of the layout): the database is the
+-- coordinator, so no two runners' clocks are ever compared (CONVENTIONS.md 6).
+-- The table is additive and keyed by existing ids (SCHEMA.md 9): Cloacina never
+-- reads it, and nothing in it can reject one of Cloacina's writes.
+
+-- name: create_leases_table
+-- Idempotent; run under the migration advisory lock before the first claim.
+CREATE TABLE IF NOT EXISTS cloaca_execution_leases (
+    execution_id uuid PRIMARY KEY,
+    runner_id uuid NOT NULL,
+    expires_at timestamp NOT NULL,
+    heartbeat_at timestamp NOT NULL,
+    created_at timestamp NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cloaca_execution_leases_runner_idx
+    ON cloaca_execution_leases (runner_id);
+CREATE INDEX IF NOT EXISTS cloaca_execution_leases_expires_idx
+    ON cloaca_execution_leases (expires_at)
+
+-- name: insert_leases
+-- Leases of executions a runner creates, in the batch that creates them.
+INSERT INTO cloaca_execution_leases
+    (execution_id, runner_id, expires_at, heartbeat_at, created_at)
+SELECT id, $2, (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
+       now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+FROM unnest($1::uuid[]) AS id
+
+-- name: check_leases
+-- Renew this runner's leases on the executions a batch touches and return the
+-- executions among them it does not hold. The UPDATE locks the lease rows until
+-- the batch commits, so no claimer can take one over in between.
+WITH touched AS (
+    SELECT DISTINCT id FROM unnest($1::uuid[]) AS id
+), renewed AS (
+    UPDATE cloaca_execution_leases AS l
+    SET expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
+        heartbeat_at = now() AT TIME ZONE 'UTC'
+    WHERE l.execution_id IN (SELECT id FROM touched) AND l.runner_id = $2
+    RETURNING l.execution_id
+)
+SELECT id FROM touched WHERE id NOT IN (SELECT execution_id FROM renewed)
+
+-- name: release_leases
+-- Leases of executions that finished in this batch.
+DELETE FROM cloaca_execution_leases
+WHERE execution_id = ANY($1::uuid[]) AND runner_id = $2
+
+-- name: release_runner_leases
+-- Graceful leave: every lease of one runner, at once.
+DELETE FROM cloaca_execution_leases WHERE runner_id = $1
+RETURNING execution_id
+
+-- name: heartbeat_leases
+-- Extend every lease of one runner in one statement.
+UPDATE cloaca_execution_leases
+SET expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => $2),
+    heartbeat_at = now() AT TIME ZONE 'UTC'
+WHERE runner_id = $1
+RETURNING execution_id
+
+-- name: leases_held_by_others
+-- Which of these executions another runner holds (this runner lost them).
+SELECT execution_id FROM cloaca_execution_leases
+WHERE execution_id = ANY($1::uuid[]) AND runner_id <> $2
+
+-- name: claimable_executions
+-- Unfinished executions of known workflows without a live lease, oldest first.
+-- SKIP LOCKED: rows another claimer or writer holds are left for it.
+SELECT e.id
+FROM pipeline_executions AS e
+LEFT JOIN cloaca_execution_leases AS l ON l.execution_id = e.id
+WHERE e.status = ANY($1::text[])
+  AND e.pipeline_name = ANY($2::text[])
+  AND (l.execution_id IS NULL OR l.expires_at < now() AT TIME ZONE 'UTC')
+ORDER BY e.started_at, e.id
+LIMIT $3
+FOR UPDATE OF e SKIP LOCKED
+
+-- name: take_leases
+-- Claim leases that are missing or expired; returns what was taken. The
+-- conflict arm re-checks expiry on the latest row version, so of two claimers
+-- racing for one expired lease only one gets it.
+INSERT INTO cloaca_execution_leases
+    (execution_id, runner_id, expires_at, heartbeat_at, created_at)
+SELECT id, $2, (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
+       now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+FROM unnest($1::uuid[]) AS id
+ON CONFLICT (execution_id) DO UPDATE
+SET runner_id = EXCLUDED.runner_id,
+    expires_at = EXCLUDED.expires_at,
+    heartbeat_at = EXCLUDED.heartbeat_at
+WHERE cloaca_execution_leases.expires_at < now() AT TIME ZONE 'UTC'
+   OR cloaca_execution_leases.runner_id = EXCLUDED.runner_id
+RETURNING execution_id
+
+-- name: current_schema
+-- The schema unqualified names resolve to: the payload of this store's wake-ups.
+SELECT current_schema()
+
+-- name: notify_work
+-- Wake idle runners of this schema (LISTEN cloaca_work; payload = schema).
+SELECT pg_notify('cloaca_work', current_schema())
+
