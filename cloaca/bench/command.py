@@ -126,6 +126,13 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="exit with status 1 when a target is missed",
     )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="fail a run whose workers report nothing for S seconds (default 120)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -254,6 +261,7 @@ def _run_one(
         "cpu_iterations": cpu_iterations,
         "user_module": user_module,
         "progress": bar.update,
+        "stall_seconds": args.stall_timeout,
     }
     if workload.name != "cpu":
         bar.begin(label)
@@ -289,33 +297,34 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     cpu_iterations = calibrate_cpu()
     bar = ProgressBar(sys.stderr, not args.no_progress)
     results: list[Result] = []
-    try:
-        for database in databases:
-            for workload in workloads:
-                result = Result(
-                    workload=workload,
-                    backend=database.kind,
-                    database=database.label,
-                    processes=args.processes,
-                )
-                for index in range(args.repeat):
-                    label = f"{workload.name} {database.kind} {index + 1}/{args.repeat}"
-                    result.runs.append(
-                        _run_one(
-                            workload,
-                            database,
-                            args,
-                            context_json,
-                            cpu_iterations,
-                            bar,
-                            label,
-                        )
+    for database in databases:
+        for workload in workloads:
+            result = Result(
+                workload=workload,
+                backend=database.kind,
+                database=database.label,
+                processes=args.processes,
+            )
+            for index in range(args.repeat):
+                label = f"{workload.name} {database.kind} {index + 1}/{args.repeat}"
+                try:
+                    figures = _run_one(
+                        workload,
+                        database,
+                        args,
+                        context_json,
+                        cpu_iterations,
+                        bar,
+                        label,
                     )
-                results.append(result)
-    except BenchError as exc:
-        bar.end()
-        print(f"cloaca bench: {exc}", file=sys.stderr)
-        return 1
+                except BenchError as exc:
+                    # One broken workload must not cost the figures of the others.
+                    bar.end()
+                    print(f"cloaca bench: {exc}", file=sys.stderr)
+                    result.error = str(exc).splitlines()[0]
+                    break
+                result.runs.append(figures)
+            results.append(result)
     bar.end()
     machine = machine_facts(_postgres_version(databases))
     revision = git_revision()
@@ -342,7 +351,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             return 2
     if args.check and any(not met for r in results for _, _, met in r.verdicts()):
         return 1
-    if any(r.failed_executions for r in results):
+    if any(r.failed_executions or r.error for r in results):
         return 1
     return 0
 

@@ -75,6 +75,7 @@ class Result(msgspec.Struct, kw_only=True):
         database: The database label.
         processes: Worker processes per run.
         runs: The figures of each run.
+        error: Why the runs stopped early (a worker failed, died or stalled).
     """
 
     workload: Workload
@@ -82,6 +83,7 @@ class Result(msgspec.Struct, kw_only=True):
     database: str
     processes: int
     runs: list[dict[str, float]] = msgspec.field(default_factory=list)
+    error: str | None = None
 
     def summary(self, figure: str) -> Summary | None:
         """Median, min and max of ``figure`` over the runs (None if absent)."""
@@ -147,6 +149,11 @@ def render_table(results: Sequence[Result]) -> str:
                 f"| {result.workload.name} | {result.backend} | {unit}"
                 f" | {_cell(summary, len(result.runs))}"
                 f" | {'' if target is None else target.describe()} | {met} |"
+            )
+        if result.error is not None:
+            lines.append(
+                f"| {result.workload.name} | {result.backend} | run failed"
+                f" | {result.error} | | NO |"
             )
         if result.failed_executions:
             lines.append(
@@ -244,6 +251,7 @@ def document(
                     "warmup": result.workload.warmup,
                 },
                 "runs": result.runs,
+                "error": result.error,
                 "summary": {
                     figure: msgspec.to_builtins(result.summary(figure))
                     for figure in figures

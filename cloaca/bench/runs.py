@@ -174,6 +174,7 @@ def run_workload(
     user_module: str | None = None,
     in_process: bool = False,
     progress: Progress | None = None,
+    stall_seconds: float = 120.0,
 ) -> dict[str, float]:
     """Run ``workload`` once on a fresh database and return its figures.
 
@@ -187,9 +188,11 @@ def run_workload(
         in_process: Measure in this process instead of a worker (``processes``
             must be 1); peak RSS is then this process's.
         progress: Called as executions complete.
+        stall_seconds: A worker that reports nothing (not even progress) for this
+            long is taken as hung: the run fails instead of waiting forever.
 
     Raises:
-        BenchError: A worker failed or died.
+        BenchError: A worker failed, died or stalled.
         ValueError: ``in_process`` with more than one process.
     """
     if in_process and processes != 1:
@@ -211,7 +214,7 @@ def run_workload(
             tick = None if progress is None else (lambda done: progress(done, total))
             parts = [measure(specs[0], lambda: None, tick)]
         else:
-            parts = _in_workers(specs, progress)
+            parts = _in_workers(specs, progress, stall_seconds)
     figures = combine(workload, parts)
     figures["processes"] = float(processes)
     return figures
@@ -244,7 +247,7 @@ def _worker_main(conn: Connection, payload: bytes) -> None:
 
 
 def _in_workers(
-    specs: list[WorkerSpec], progress: Progress | None
+    specs: list[WorkerSpec], progress: Progress | None, stall_seconds: float
 ) -> list[Measurement]:
     context = multiprocessing.get_context("spawn")
     workers = []
@@ -259,12 +262,16 @@ def _in_workers(
         process.start()
         child.close()
         workers.append((parent, process))
+    finished = False
     try:
-        return _coordinate(workers, specs, progress)
+        parts = _coordinate(workers, specs, progress, stall_seconds)
+        finished = True
+        return parts
     finally:
         for conn, process in workers:
             conn.close()
-            process.join(timeout=30)
+            # A worker of a failed run may be hung: do not wait for it.
+            process.join(timeout=30 if finished else 0)
             if process.is_alive():
                 process.kill()
                 process.join()
@@ -275,6 +282,7 @@ def _coordinate(
     workers: list[tuple[Connection, Any]],
     specs: list[WorkerSpec],
     progress: Progress | None,
+    stall_seconds: float,
 ) -> list[Measurement]:
     total = sum(spec.workload.count for spec in specs)
     done = [0] * len(workers)
@@ -283,7 +291,14 @@ def _coordinate(
     by_conn = {conn: index for index, (conn, _) in enumerate(workers)}
     open_conns = dict(by_conn)
     while open_conns:
-        for ready in multiprocessing.connection.wait(list(open_conns)):
+        arrived = multiprocessing.connection.wait(list(open_conns), stall_seconds)
+        if not arrived:
+            name = specs[0].workload.name
+            raise BenchError(
+                f"{name!r} stalled: no worker reported anything for {stall_seconds:g}s "
+                f"({sum(done)} of {total} executions done)"
+            )
+        for ready in arrived:
             conn = cast(Connection, ready)
             index = by_conn[conn]
             try:

@@ -308,3 +308,33 @@ def test_cpu_workload_compares_one_process_with_two(
         run["workflows_per_s_n"] / run["workflows_per_s_1"]
     )
     assert "| cpu | sqlite | x (N vs 1 process) |" in capsys.readouterr().out
+
+
+def test_a_hung_worker_fails_its_run_and_the_others_still_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bench_hung_flows.py").write_text(
+        textwrap.dedent(
+            """
+            import threading
+            import cloaca
+
+            with cloaca.WorkflowBuilder("user_hangs"):
+                @cloaca.task(id="wait")
+                def wait(ctx):
+                    threading.Event().wait()
+                    return ctx
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    status = command.main(
+        ["--workflow", "bench_hung_flows:user_hangs", "--workload", "chain",
+         "--scale", "0.01", "--executions", "1", "--repeat", "1", "--no-progress",
+         "--stall-timeout", "1"]
+    )  # fmt: skip
+    assert status == 1
+    captured = capsys.readouterr()
+    assert "'user' stalled: no worker reported anything for 1s" in captured.err
+    assert "| user | sqlite | run failed | 'user' stalled" in captured.out
+    assert "| chain | sqlite | ms/step |" in captured.out
