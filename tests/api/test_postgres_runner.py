@@ -226,12 +226,19 @@ async def test_killed_connections_mid_run_lose_nothing_and_record_nothing_twice(
     results: list[cloaca.PipelineResult] = []
     killed = 0
     try:
-        async with cloaca.AsyncRunner.with_schema(URL, schema) as runner:
+        app_name = f"cloaca-{schema}"
+        async with cloaca.AsyncRunner.with_schema(
+            f"{URL}?application_name={app_name}", schema
+        ) as runner:
+
+            reached = {threshold: anyio.Event() for threshold in (10, 40, 80)}
 
             async def run(n: int) -> None:
                 results.append(
                     await runner.execute("survives_kills", cloaca.Context({"n": n}))
                 )
+                if len(results) in reached:
+                    reached[len(results)].set()
 
             async def killer() -> None:
                 nonlocal killed
@@ -240,23 +247,13 @@ async def test_killed_connections_mid_run_lose_nothing_and_record_nothing_twice(
                     # Kill the runner's backends while executions are in flight,
                     # each time once a few more results have come back.
                     for threshold in (10, 40, 80):
-                        while len(results) < threshold:
-                            await anyio.lowlevel.checkpoint()
+                        await reached[threshold].wait()
+                        # Only this runner's connections: they carry its name.
                         killed += (
                             await admin.fetchval(
                                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = 'test' AND pid <> pg_backend_pid() "
-                                "AND query ILIKE $1",
-                                f"%{schema}%",
-                            )
-                            or 0
-                        )
-                        killed += (
-                            await admin.fetchval(
-                                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = 'test' AND pid <> pg_backend_pid() "
-                                "AND backend_type = 'client backend' "
-                                "AND application_name = ''"
+                                "WHERE datname = 'test' AND application_name = $1",
+                                app_name,
                             )
                             or 0
                         )
