@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cloaca.commands import admin, execute, executions, run, workflows
+from cloaca.commands import admin, cron, execute, executions, run, workflows
 from cloaca.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(subparsers, parent)
     execute.add_parser(subparsers, parent)
     executions.add_parser(subparsers, parent)
+    cron.add_parser(subparsers, parent)
     workflows.add_parsers(subparsers, parent)
     admin.add_parsers(subparsers, parent)
     bench_command.add_parser(subparsers)

@@ -38,6 +38,7 @@ from cloaca.storage.protocol import (
 
 if TYPE_CHECKING:
     from actors import ActorSystem
+    from cloaca.config import RunnerSettings
     from cloaca.runtime.engine import Runtime
 
 __all__ = ("Schedules", "start_schedules")
@@ -121,10 +122,27 @@ class Schedules:
     def __init__(self, runtime: Runtime, system: ActorSystem) -> None:
         self._settings = runtime.settings
         self._store = cast(ScheduleStore, runtime.store)
-        self._system = system
+        self._system: ActorSystem | None = system
         self.cron_stats = ServiceStatistics()
         self.trigger_stats = ServiceStatistics()
         self.recovery_attempts: dict[uuid.UUID, int] = {}
+
+    @classmethod
+    def offline(cls, store: ScheduleStore, settings: RunnerSettings) -> Schedules:
+        """The management methods on a bare store, with no runtime running.
+
+        For the ``cloaca cron`` command: it manages schedules that a running
+        ``cloaca run`` fires, without starting a cron service of its own (which
+        would claim due ticks for workflows this process has not loaded).
+        """
+        schedules = cls.__new__(cls)
+        schedules._settings = settings
+        schedules._store = store
+        schedules._system = None
+        schedules.cron_stats = ServiceStatistics()
+        schedules.trigger_stats = ServiceStatistics()
+        schedules.recovery_attempts = {}
+        return schedules
 
     @property
     def cron_enabled(self) -> bool:
@@ -133,9 +151,13 @@ class Schedules:
 
     def now(self) -> datetime:
         """The runtime clock's wall time, aware UTC."""
+        if self._system is None:
+            return datetime.now(UTC)
         return datetime.fromtimestamp(self._system.clock.wall_ms() / 1000, UTC)
 
     def _wake(self, actor: str) -> None:
+        if self._system is None:
+            return
         # Shutting down (no such child, or it stopped): nothing left to wake.
         with contextlib.suppress(KeyError, ActorError):
             self._system.root.ref_of(actor).send_nowait(Wake())
