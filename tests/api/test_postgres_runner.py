@@ -230,7 +230,6 @@ async def test_killed_connections_mid_run_lose_nothing_and_record_nothing_twice(
         async with cloaca.AsyncRunner.with_schema(
             f"{URL}?application_name={app_name}", schema
         ) as runner:
-
             reached = {threshold: anyio.Event() for threshold in (10, 40, 80)}
 
             async def run(n: int) -> None:
