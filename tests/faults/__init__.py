@@ -1,0 +1,1 @@
+"""Fault-injection harness: runner processes SIGKILLed on a shared PostgreSQL."""
