@@ -40,6 +40,7 @@ import anyio.abc
 from cloaca.logging import get_logger
 from cloaca.storage import journal as j
 from cloaca.storage.errors import StorageError
+from cloaca.storage.leases import lease_store_for
 from cloaca.storage.protocol import ExecutionRow, Store
 
 __all__ = ("HealthServer", "Histogram", "MeteredStore", "Metrics")
@@ -293,6 +294,25 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+class _MeteredLeases:
+    """A lease store whose journal batches are counted like ``apply``'s."""
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def apply_leased(
+        self, entries: Sequence[j.JournalEvent], **options: Any
+    ) -> None:
+        """Apply with the lease check, then count the batch once it is durable."""
+        began = time.perf_counter()
+        await self._inner.apply_leased(entries, **options)
+        self._metrics.observe_batch(entries, time.perf_counter() - began)
+
+
 class MeteredStore:
     """A ``Store`` that reports what it commits and reads to ``Metrics``.
 
@@ -325,6 +345,11 @@ class MeteredStore:
         began = time.perf_counter()
         await self._inner.apply(entries)
         self._metrics.observe_batch(entries, time.perf_counter() - began)
+
+    def lease_store(self) -> _MeteredLeases | None:
+        """The inner store's leases (PostgreSQL), with leased batches counted."""
+        leases = lease_store_for(self._inner)
+        return None if leases is None else _MeteredLeases(leases, self._metrics)
 
     async def load_unfinished(self) -> list[ExecutionRow]:
         """Unfinished executions; those running are in progress here now."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from cloaca.storage import journal as j
 from cloaca.storage.errors import StorageError
@@ -71,7 +71,14 @@ def execution_ids_of(
 
 
 def lease_store_for(store: object) -> LeaseStore | None:
-    """The lease store beside ``store``, or None where leases do not apply."""
+    """The lease store beside ``store``, or None where leases do not apply.
+
+    A wrapping store (the metrics of ``cloaca run``) answers through its own
+    ``lease_store()`` method, so wrapping never switches leases off.
+    """
+    own = type(store).__dict__.get("lease_store")
+    if callable(own):
+        return cast("LeaseStore | None", own(store))
     # A PostgresStore exists only once its module (and asyncpg) was imported, so
     # looking there keeps this check free of driver imports.
     module = sys.modules.get("cloaca.storage.postgres")
