@@ -8,6 +8,7 @@ internal errors into API.md's exceptions here and nowhere else.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
@@ -257,6 +258,19 @@ class DefaultRunner(_Base, CronTriggerMethods):
 
     def __repr__(self) -> str:
         return "DefaultRunner(thread_separated_async_runtime)"
+
+
+def _plain_signature(*names: str) -> inspect.Signature:
+    """A signature without annotations, as the reference's introspection shows it."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(name, kind) for name in names])
+
+
+# API.md 3.9.1: the introspected signature of with_schema is exactly
+# ``(database_url, schema)``; postponed annotations would show as strings.
+DefaultRunner.with_schema.__signature__ = _plain_signature(  # type: ignore[attr-defined]
+    "database_url", "schema"
+)
 
 
 def _closed() -> EngineError:
