@@ -2,15 +2,20 @@
 
 ``run_attempt`` calls the user's function with a fresh ``Context`` built from the
 input JSON, validates what it returns, runs the callbacks and hands back an
-``AttemptResult``. Sync functions (and their callbacks) run in one worker-thread
-hop; ``async def`` functions are awaited on the loop. Timeouts follow API.md 4.8
-with section 0 item 7: an async attempt is cancelled at the deadline; a sync
-attempt is failed at the deadline and its thread's late result is discarded.
+``AttemptResult``. Sync functions (and their callbacks) run in one hop to a
+``TaskThreads`` worker; ``async def`` functions are awaited on the loop.
+Timeouts follow API.md 4.8 with section 0 item 7: an async attempt is
+cancelled at the deadline; a sync attempt is failed at the deadline and its
+thread's late result is discarded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import inspect
+import queue
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -56,6 +61,109 @@ def report_callback_failure(kind: str, task_id: str, exc: BaseException) -> None
         file=sys.stderr,
         flush=True,
     )
+
+
+_Job = tuple[
+    asyncio.AbstractEventLoop,
+    asyncio.Future[Any],
+    contextvars.Context,
+    Callable[..., Any],
+    tuple[Any, ...],
+]
+
+
+class TaskThreads:
+    """Reusable worker threads for the bodies of sync tasks.
+
+    A hop through ``anyio.to_thread`` detects the backend, takes a capacity
+    limiter and opens a cancel scope on every call; the attempt limiter already
+    bounds attempts in flight, so here a call only hands its job to an idle
+    worker (or starts one). A worker whose attempt timed out keeps running the
+    abandoned body; the next attempt gets another worker, so a stuck body never
+    takes a slot away. The caller's contextvars travel with the job (structlog's
+    bound vars reach the task's logs). Off asyncio it falls back to anyio.
+    """
+
+    __slots__ = ("_closed", "_idle", "_lock", "_name", "_started")
+
+    def __init__(self, name: str = "cloaca-task") -> None:
+        self._name = name
+        self._idle: list[queue.SimpleQueue[_Job | None]] = []
+        self._started = 0
+        self._closed = False
+        # Only a worker going idle races with close(); the loop pops alone.
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in a worker thread and return (or raise) its result.
+
+        Cancelling the caller abandons the call: its thread finishes on its own
+        and the result is discarded.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return await anyio.to_thread.run_sync(
+                functools.partial(fn, *args), abandon_on_cancel=True
+            )
+        future: asyncio.Future[Any] = loop.create_future()
+        idle = self._idle
+        jobs = idle.pop() if idle else self._spawn()
+        jobs.put((loop, future, contextvars.copy_context(), fn, args))
+        return await future
+
+    def close(self) -> None:
+        """Let every worker exit once it is idle."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for jobs in idle:
+            jobs.put(None)
+
+    def _spawn(self) -> queue.SimpleQueue[_Job | None]:
+        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._started += 1
+        threading.Thread(
+            target=self._work,
+            args=(jobs,),
+            name=f"{self._name}-{self._started}",
+            daemon=True,
+        ).start()
+        return jobs
+
+    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            loop, future, context, fn, args = job
+            del job
+            error: BaseException | None = None
+            result: Any = None
+            try:
+                result = context.run(fn, *args)
+            except BaseException as exc:
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_deliver, future, result, error)
+            except RuntimeError:
+                return  # the loop is closed: nobody waits any more
+            del loop, future, context, fn, args, result, error
+            with self._lock:
+                if self._closed:
+                    return
+                self._idle.append(jobs)
+
+
+def _deliver(
+    future: asyncio.Future[Any], result: Any, error: BaseException | None
+) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class _Pending:
@@ -197,7 +305,7 @@ async def run_attempt(
     input_json: str,
     *,
     time_limit: float | None,
-    limiter: anyio.CapacityLimiter,
+    threads: TaskThreads,
 ) -> AttemptResult:
     """Run one attempt of ``spec`` on ``input_json`` within ``time_limit`` seconds."""
     if spec.is_async:
@@ -210,14 +318,7 @@ async def run_attempt(
     abandoned = threading.Event()
     outcome: AttemptResult | _Pending | None = None
     with anyio.move_on_after(time_limit) as scope:
-        outcome = await anyio.to_thread.run_sync(
-            _run_sync,
-            spec,
-            input_json,
-            abandoned,
-            limiter=limiter,
-            abandon_on_cancel=True,
-        )
+        outcome = await threads.run(_run_sync, spec, input_json, abandoned)
         if isinstance(outcome, _Pending):
             outcome = await _resume_pending(spec, outcome, input_json)
     if scope.cancelled_caught or not isinstance(outcome, AttemptResult):

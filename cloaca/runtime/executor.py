@@ -38,7 +38,7 @@ from actors import (
 from cloaca import registry
 from cloaca.logging import get_logger
 from cloaca.retry import RetryPolicy
-from cloaca.runtime.attempt import run_attempt
+from cloaca.runtime.attempt import TaskThreads, run_attempt
 from cloaca.runtime.messages import (
     RUN_ATTEMPT,
     AbandonAttempt,
@@ -107,7 +107,7 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
         dispatch: DispatchTask,
         scheduler: ActorRef[Any],
         limiter: anyio.CapacityLimiter,
-        thread_limiter: anyio.CapacityLimiter,
+        threads: TaskThreads,
         timeout: float | None,
         stats: TaskStats | None = None,
         received_at: float = 0.0,
@@ -115,7 +115,7 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
         self._dispatch = dispatch
         self._scheduler = scheduler
         self._limiter = limiter
-        self._thread_limiter = thread_limiter
+        self._threads = threads
         self._timeout = timeout
         self._stats = stats
         self._received_at = received_at
@@ -171,7 +171,7 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
                     spec,
                     self._dispatch.input_json,
                     time_limit=self._timeout,
-                    limiter=self._thread_limiter,
+                    threads=self._threads,
                 )
                 logger.debug(
                     "task.attempt.finished",
@@ -280,8 +280,12 @@ class Executor(Actor[DispatchTask]):
         self._supervisor = supervisor
         self._scheduler = scheduler
         self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
-        self._thread_limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
+        self._threads = TaskThreads()
         self._timeout = task_timeout_seconds
+
+    async def on_stop(self, reason: ExitReason) -> None:
+        """Let the task threads exit; attempts still running finish first."""
+        self._threads.close()
 
     async def handle(self, message: DispatchTask) -> None:
         """Start one task actor for the dispatched attempt."""
@@ -297,7 +301,7 @@ class Executor(Actor[DispatchTask]):
                     message,
                     scheduler,
                     self._limiter,
-                    self._thread_limiter,
+                    self._threads,
                     self._timeout,
                     supervisor.stats,
                     received_at,
