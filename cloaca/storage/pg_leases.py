@@ -21,11 +21,11 @@ import asyncpg
 
 from cloaca.logging import get_logger
 from cloaca.storage import journal as j
-from cloaca.storage.errors import StorageError
+from cloaca.storage.errors import SchemaMismatch, StorageError
 from cloaca.storage.leases import LeaseLost, execution_ids_of
 from cloaca.storage.pg_apply import apply_batch
 from cloaca.storage.postgres import PostgresStore
-from cloaca.storage.queries import load_queries, parse_queries
+from cloaca.storage.queries import parse_queries
 
 __all__ = ("PgLeaseStore",)
 
@@ -94,15 +94,25 @@ class PgLeaseStore:
         return await self._store._failed(self._pool(), exc, action)
 
     async def prepare(self) -> None:
-        """Create the lease table if it is missing, under the migration lock."""
+        """Check that the lease table is there (migration ``cloaca_0001``).
+
+        Opening the store applies the migration; a table missing here means the
+        schema was changed behind cloaca's back.
+
+        Raises:
+            SchemaMismatch: ``cloaca_execution_leases`` does not exist.
+        """
         pool = self._pool()
-        lock = load_queries("postgres")["lock_migrations"]
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(lock)
-                await conn.execute(_Q["create_leases_table"])
+            async with pool.acquire() as conn:
+                found = await conn.fetchval(_Q["leases_table_exists"])
         except _DRIVER_ERRORS as exc:
-            raise await self._fail(exc, "create the lease table") from exc
+            raise await self._fail(exc, "look for the lease table") from exc
+        if not found:
+            raise SchemaMismatch(
+                "the lease table cloaca_execution_leases is missing although "
+                "migration cloaca_0001 is recorded",
+            )
 
     async def apply_leased(
         self,

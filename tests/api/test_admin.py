@@ -189,7 +189,10 @@ def test_create_tenant_provisions_schema_role_and_tables(
             versions = await conn.fetch(
                 "SELECT version FROM __diesel_schema_migrations ORDER BY 1"
             )
-            assert [v[0] for v in versions] == [f"{n:03d}" for n in range(10)]
+            assert [v[0] for v in versions] == [
+                *(f"{n:03d}" for n in range(10)),
+                "cloaca_0001",
+            ]
             assert await conn.fetchval("SELECT count(*) FROM pipeline_executions") == 0
             await conn.execute("CREATE TABLE cloaca_own_table (id int)")
         finally:

@@ -168,3 +168,19 @@ async def catalogue(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
             for r in functions
         ],
     }
+
+
+def split_cloaca_objects(
+    description: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``catalogue`` output split into Cloacina's objects and cloaca's own additions.
+
+    cloaca's additive migrations (SCHEMA.md 9) create only objects named
+    ``cloaca_*``; everything else must be exactly Cloacina's layout.
+    """
+    theirs: dict[str, Any] = {}
+    ours: dict[str, Any] = {}
+    for kind, items in description.items():
+        theirs[kind] = [i for i in items if not str(i[0]).startswith("cloaca_")]
+        ours[kind] = [i for i in items if str(i[0]).startswith("cloaca_")]
+    return theirs, ours

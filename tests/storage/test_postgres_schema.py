@@ -90,11 +90,13 @@ async def test_fresh_schema_has_exactly_the_fixture_objects(
     await store.close()
     await pg.load_fixture(theirs)
 
-    mine = await pg.catalogue(conn, ours)
+    mine, additions = pg.split_cloaca_objects(await pg.catalogue(conn, ours))
     assert mine == await pg.catalogue(conn, theirs)
     assert [name for name, _ in mine["tables"]] == TABLES
     assert [f[0] for f in mine["functions"]] == ["soft_delete", "update_timestamp"]
-    assert await versions(conn, ours) == VERSIONS
+    # cloaca's own additive migration (SCHEMA.md 9): the lease table, nothing else.
+    assert [table for table, _ in additions["tables"]] == ["cloaca_execution_leases"]
+    assert await versions(conn, ours) == [*VERSIONS, "cloaca_0001"]
     # The CHECKs are spelt exactly as in the dump of Cloacina's own schema (the
     # loaded copy deparses them differently, hence the normalisation above).
     dump = pg.FIXTURE_DUMP.read_text(encoding="utf-8")
@@ -117,7 +119,7 @@ async def test_run_on_is_utc_and_only_version_is_inserted(
     await (await pg.make_postgres_store(name)).close()
     after = await conn.fetchval("SELECT (now() AT TIME ZONE 'UTC')")
     run_on = await conn.fetch(f'SELECT run_on FROM "{name}".__diesel_schema_migrations')
-    assert len(run_on) == 10
+    assert len(run_on) == 11  # Cloacina's 000-009 and cloaca_0001
     assert all(before <= r[0] <= after for r in run_on)
 
 
@@ -146,11 +148,11 @@ async def test_concurrent_openers_of_one_new_schema_all_succeed(
             tg.start_soon(store.open)
     for store in stores:
         await store.close()
-    assert await versions(conn, name) == VERSIONS
+    assert await versions(conn, name) == [*VERSIONS, "cloaca_0001"]
     tables = await conn.fetchval(
         "SELECT count(*) FROM pg_tables WHERE schemaname = $1", name
     )
-    assert tables == len(TABLES)
+    assert tables == len(TABLES) + 1  # and cloaca_0001's lease table
 
 
 async def test_schema_name_is_folded_and_tables_live_only_there(
@@ -236,11 +238,11 @@ async def test_pending_cloaca_migration_is_applied_once_and_recorded(
     await (await pg.make_postgres_store(name)).close()
     shipped = load_migrations("postgres")
     extra = Migration(
-        version="cloaca_0001",
-        filename="cloaca_0001_marker.sql",
+        version="cloaca_9001",
+        filename="cloaca_9001_marker.sql",
         sql="CREATE TABLE cloaca_marker (id uuid PRIMARY KEY);",
     )
-    with_extra = dataclasses.replace(shipped, additive=(extra,))
+    with_extra = dataclasses.replace(shipped, additive=(*shipped.additive, extra))
     monkeypatch.setattr(pg_migrate, "load_migrations", lambda backend: with_extra)
     stores = [PostgresStore(pg.URL, pool_size=1, schema=name) for _ in range(3)]
     async with anyio.create_task_group() as tg:
@@ -248,7 +250,7 @@ async def test_pending_cloaca_migration_is_applied_once_and_recorded(
             tg.start_soon(store.open)
     for store in stores:
         await store.close()
-    assert await versions(conn, name) == [*VERSIONS, "cloaca_0001"]
+    assert await versions(conn, name) == [*VERSIONS, "cloaca_0001", "cloaca_9001"]
     assert await conn.fetchval(
         "SELECT to_regclass($1) IS NOT NULL", f"{name}.cloaca_marker"
     )
@@ -262,7 +264,17 @@ async def test_fixture_opens_with_no_row_changed_and_reads_as_stored(
     before = await all_rows(conn, name)
     store = await pg.make_postgres_store(name)
     try:
-        assert await all_rows(conn, name) == before
+        after = await all_rows(conn, name)
+        # Not one row changed; the only row added is cloaca's own migration record.
+        added = sorted(
+            set(after["__diesel_schema_migrations"])
+            - set(before["__diesel_schema_migrations"])
+        )
+        assert [row.split(",")[0] for row in added] == ["(cloaca_0001"]
+        after["__diesel_schema_migrations"] = [
+            row for row in after["__diesel_schema_migrations"] if row not in added
+        ]
+        assert after == before
         manifest = json.loads(pg.FIXTURE_MANIFEST.read_text(encoding="utf-8"))
         finals = {
             r["start_time"]: r["final_context"] for r in manifest["execute_results"]

@@ -5,19 +5,9 @@
 -- The table is additive and keyed by existing ids (SCHEMA.md 9): Cloacina never
 -- reads it, and nothing in it can reject one of Cloacina's writes.
 
--- name: create_leases_table
--- Idempotent; run under the migration advisory lock before the first claim.
-CREATE TABLE IF NOT EXISTS cloaca_execution_leases (
-    execution_id uuid PRIMARY KEY,
-    runner_id uuid NOT NULL,
-    expires_at timestamp NOT NULL,
-    heartbeat_at timestamp NOT NULL,
-    created_at timestamp NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cloaca_execution_leases_runner_idx
-    ON cloaca_execution_leases (runner_id);
-CREATE INDEX IF NOT EXISTS cloaca_execution_leases_expires_idx
-    ON cloaca_execution_leases (expires_at)
+-- name: leases_table_exists
+-- The table comes with migration cloaca_0001 (migrations/cloaca_0001_*.sql).
+SELECT to_regclass('cloaca_execution_leases') IS NOT NULL
 
 -- name: insert_leases
 -- Leases of executions a runner creates, in the batch that creates them.
