@@ -23,7 +23,7 @@ from anyio.lowlevel import checkpoint
 from .clock import Clock, deadline_scope
 from .envelope import Envelope
 from .exit import Crashed, ExitReason, Normal, Shutdown
-from .mailbox import OPEN, WAKE, Mailbox, SystemMessage
+from .mailbox import NOTHING, OPEN, Mailbox, SystemMessage
 from .ref import ActorRef
 
 if TYPE_CHECKING:
@@ -186,7 +186,6 @@ class Actor(Generic[M]):
         """The receive loop; returns the exit reason or raises the crash."""
         mailbox = self._mailbox
         assert mailbox is not None
-        recv = mailbox._recv
         system = mailbox._system
         handle = self.handle
         name = mailbox.name
@@ -199,15 +198,15 @@ class Actor(Generic[M]):
                     return reason
                 continue
             if mailbox._state == OPEN:
-                mailbox._waiting = True
-                item = await recv.receive()
-                mailbox._waiting = False
+                item = await mailbox.get()
+                if item is NOTHING:
+                    continue
             else:
                 # Intake closed: drain what is queued (blocked senders included), then
                 # stop; the checkpoint keeps a long drain cancellable and fair.
                 await checkpoint()
                 try:
-                    item = recv.receive_nowait()
+                    item = mailbox.get_nowait()
                 except anyio.WouldBlock:
                     return SHUTDOWN
             if type(item) is Envelope:
@@ -225,7 +224,7 @@ class Actor(Generic[M]):
                     item.fail(f"actor {name!r} stopped before replying", actor=name)
                     raise
                 item.resolve(value)
-            elif item is not WAKE:
+            else:
                 await handle(item)
 
     async def _lifecycle(

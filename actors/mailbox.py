@@ -1,6 +1,6 @@
 """`Mailbox[M]`: an actor's bounded queue of messages plus an unbounded priority lane.
 
-A mailbox owns one anyio memory object stream pair. The user lane is bounded (a full
+The user lane is bounded (a full
 mailbox makes `put` wait, which is the backpressure), the system lane is a plain deque
 that the receive loop serves first and that never blocks (supervision notices must not
 wait behind user traffic). The mailbox belongs to a supervisor's child *slot*, not to
@@ -15,14 +15,15 @@ every blocked sender with the same error, so nothing waits on a dead actor.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.lowlevel import checkpoint
 
 from .clock import Clock
 from .envelope import Envelope
@@ -50,13 +51,6 @@ class SystemMessage(msgspec.Struct, frozen=True):
     reply: Envelope | None = None
 
 
-class _Wake(SystemMessage, frozen=True):
-    """Sent through the user lane only to wake a receive loop that is waiting on it."""
-
-
-WAKE: Final = _Wake()
-
-
 class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of a mailbox.
 
@@ -75,8 +69,38 @@ class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
     state: str
 
 
+class _Sender:
+    """A sender blocked by backpressure: its message and how the wait ended."""
+
+    __slots__ = ("event", "item", "state")
+
+    def __init__(self, item: Any, event: anyio.Event) -> None:
+        self.item = item
+        self.event = event
+        self.state = _WAITING
+
+
+# _Sender states.
+_WAITING: Final = 0
+_ACCEPTED: Final = 1
+_REFUSED: Final = 2
+
+#: What `Mailbox.get` returns when it was woken without a user message.
+NOTHING: Final[Any] = object()
+
+
+async def _asyncio_checkpoint() -> None:
+    # What anyio's asyncio backend does for a checkpoint, minus detecting the
+    # backend on every call.
+    await asyncio.sleep(0)
+
+
 class Mailbox(Generic[M]):
     """The message queue of one actor slot.
+
+    The user lane is a deque with one waiting receiver (the actor's loop) and a
+    queue of blocked senders; a memory object stream would detect the backend and
+    allocate a waiter on every receive.
 
     Args:
         name: Name of the actor, used in error messages.
@@ -87,7 +111,18 @@ class Mailbox(Generic[M]):
         ValueError: If ``capacity`` is not a positive integer or ``math.inf``.
     """
 
-    __slots__ = ("_recv", "_send", "_state", "_system", "_waiting", "clock", "name")
+    __slots__ = (
+        "_capacity",
+        "_checkpoint",
+        "_event",
+        "_queue",
+        "_receiver",
+        "_senders",
+        "_state",
+        "_system",
+        "clock",
+        "name",
+    )
 
     def __init__(self, name: str, capacity: float, clock: Clock) -> None:
         if capacity != math.inf and (int(capacity) != capacity or capacity < 1):
@@ -97,13 +132,17 @@ class Mailbox(Generic[M]):
             )
         self.name = name
         self.clock = clock
-        send, recv = anyio.create_memory_object_stream[Any](capacity)
-        self._send: MemoryObjectSendStream[Any] = send
-        self._recv: MemoryObjectReceiveStream[Any] = recv
+        self._capacity = capacity
+        self._queue: deque[Any] = deque()
+        self._senders: deque[_Sender] = deque()
         self._system: deque[SystemMessage] = deque()
         self._state: int = OPEN
-        # Set by the receive loop while it may be blocked on the user lane.
-        self._waiting = False
+        # The receive loop's wake-up while it waits on the user lane.
+        self._receiver: anyio.Event | None = None
+        # The running backend's event class and checkpoint, found on first use
+        # (a mailbox may be built outside the loop).
+        self._event: Callable[[], anyio.Event] | None = None
+        self._checkpoint: Callable[[], Awaitable[None]] = self._first_checkpoint
 
     @property
     def is_open(self) -> bool:
@@ -123,6 +162,29 @@ class Mailbox(Generic[M]):
             actor=self.name,
         )
 
+    def _new_event(self) -> anyio.Event:
+        make = self._event
+        if make is None:
+            event = anyio.Event()
+            # Backend events are plain classes: building one directly skips the
+            # detection that anyio.Event() does each time.
+            self._event = type(event)
+            return event
+        return make()
+
+    async def _first_checkpoint(self) -> None:
+        if type(self._new_event()).__module__ == "anyio._backends._asyncio":
+            self._checkpoint = _asyncio_checkpoint
+        else:
+            self._checkpoint = checkpoint
+        await self._checkpoint()
+
+    def _notify(self) -> None:
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            receiver.set()
+
     def put_nowait(self, item: Any) -> None:
         """Queue ``item`` without waiting.
 
@@ -133,7 +195,11 @@ class Mailbox(Generic[M]):
         """
         if self._state:
             raise self._refusal()
-        self._send.send_nowait(item)
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            raise anyio.WouldBlock
+        queue.append(item)
+        self._notify()
 
     async def put(self, item: Any) -> None:
         """Queue ``item``, waiting while the user lane is full.
@@ -144,10 +210,66 @@ class Mailbox(Generic[M]):
         """
         if self._state:
             raise self._refusal()
+        # Sending is a checkpoint even when there is room, as with a stream.
+        await self._checkpoint()
+        if self._state:
+            raise self._refusal()
+        queue = self._queue
+        if len(queue) < self._capacity and not self._senders:
+            queue.append(item)
+            self._notify()
+            return
+        sender = _Sender(item, self._new_event())
+        self._senders.append(sender)
         try:
-            await self._send.send(item)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise self._refusal() from None
+            await sender.event.wait()
+        finally:
+            if sender.state == _WAITING:
+                # Cancelled while waiting: withdraw the message.
+                self._senders.remove(sender)
+        if sender.state == _REFUSED:
+            raise self._refusal()
+
+    def _take(self) -> Any:
+        """Pop the next user message (there is one) and admit a blocked sender."""
+        queue = self._queue
+        item = queue.popleft()
+        senders = self._senders
+        if senders:
+            sender = senders.popleft()
+            queue.append(sender.item)
+            sender.state = _ACCEPTED
+            sender.event.set()
+        return item
+
+    async def get(self) -> Any:
+        """Return the next user message, waiting while there is none.
+
+        A checkpoint even when a message is waiting (the loop stays cancellable
+        and fair). Returns `NOTHING` when woken without one (`wake`, `close`).
+        """
+        if self._queue:
+            await self._checkpoint()
+            if self._queue:
+                return self._take()
+        if self._state == DEAD:
+            return NOTHING
+        event = self._receiver = self._new_event()
+        try:
+            await event.wait()
+        finally:
+            self._receiver = None
+        return self._take() if self._queue else NOTHING
+
+    def get_nowait(self) -> Any:
+        """Return the next user message.
+
+        Raises:
+            anyio.WouldBlock: If there is none.
+        """
+        if not self._queue:
+            raise anyio.WouldBlock
+        return self._take()
 
     def post_system(self, message: SystemMessage) -> None:
         """Queue a control message on the priority lane; never blocks.
@@ -158,21 +280,17 @@ class Mailbox(Generic[M]):
         if self._state == DEAD:
             raise self._refusal()
         self._system.append(message)
-        self.wake()
+        self._notify()
 
     def wake(self) -> None:
         """Wake the receive loop if it is waiting for a user message."""
-        if self._waiting and self._state != DEAD:
-            self._waiting = False
-            # A full lane means the loop will not block before it looks again.
-            with contextlib.suppress(anyio.WouldBlock):
-                self._send.send_nowait(WAKE)
+        self._notify()
 
     def close_intake(self) -> None:
         """Refuse new user messages; the actor drains the queued ones, then stops."""
         if self._state == OPEN:
             self._state = CLOSING
-            self.wake()
+            self._notify()
 
     def close(self, cause: BaseException | None = None) -> None:
         """Close for good: refuse everything and fail every queued ask.
@@ -183,18 +301,19 @@ class Mailbox(Generic[M]):
         if self._state == DEAD:
             return
         self._state = DEAD
-        # Closing the sending side first withdraws blocked senders (they get
-        # ActorDeadError) and leaves the buffer readable until it is empty.
-        self._send.close()
+        # Blocked senders are withdrawn first (they get ActorDeadError); their
+        # messages never entered the queue.
+        senders = self._senders
+        while senders:
+            sender = senders.popleft()
+            sender.state = _REFUSED
+            sender.event.set()
         message = f"actor {self.name!r} stopped before handling the request"
-        while True:
-            try:
-                item = self._recv.receive_nowait()
-            except (anyio.EndOfStream, anyio.WouldBlock):
-                break
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
             if type(item) is Envelope:
                 item.fail(message, actor=self.name, cause=cause)
-        self._recv.close()
         system = self._system
         while system:
             control = system.popleft()
@@ -204,14 +323,14 @@ class Mailbox(Generic[M]):
                     actor=self.name,
                     cause=cause,
                 )
+        self._notify()
 
     def statistics(self) -> MailboxStatistics:
         """Return a snapshot of the mailbox."""
-        stats = self._send.statistics()
         return MailboxStatistics(
-            capacity=stats.max_buffer_size,
-            queued=stats.current_buffer_used,
+            capacity=self._capacity,
+            queued=len(self._queue),
             system_queued=len(self._system),
-            senders_waiting=stats.tasks_waiting_send,
+            senders_waiting=len(self._senders),
             state=_STATE_NAMES[self._state],
         )
