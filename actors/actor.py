@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.lowlevel import checkpoint
 
+from ._backend import checkpoint
 from .clock import Clock, deadline_scope
 from .envelope import Envelope
 from .exit import Crashed, ExitReason, Normal, Shutdown

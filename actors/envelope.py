@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import anyio
-
+from ._backend import new_event
 from .errors import ActorDeadError
 
 __all__ = ("Envelope",)
@@ -38,7 +37,7 @@ class Envelope:
 
     def __init__(self, message: Any) -> None:
         self.message = message
-        self._event = anyio.Event()
+        self._event = new_event()
         self._value: Any = _UNSET
         self._failure: str | None = None
         self._actor: str | None = None

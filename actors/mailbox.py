@@ -15,16 +15,14 @@ every blocked sender with the same error, so nothing waits on a dead actor.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import msgspec
-from anyio.lowlevel import checkpoint
 
+from ._backend import checkpoint, new_event
 from .clock import Clock
 from .envelope import Envelope
 from .errors import ActorDeadError, MailboxClosedError
@@ -89,12 +87,6 @@ _REFUSED: Final = 2
 NOTHING: Final[Any] = object()
 
 
-async def _asyncio_checkpoint() -> None:
-    # What anyio's asyncio backend does for a checkpoint, minus detecting the
-    # backend on every call.
-    await asyncio.sleep(0)
-
-
 class Mailbox(Generic[M]):
     """The message queue of one actor slot.
 
@@ -113,8 +105,6 @@ class Mailbox(Generic[M]):
 
     __slots__ = (
         "_capacity",
-        "_checkpoint",
-        "_event",
         "_queue",
         "_receiver",
         "_senders",
@@ -139,10 +129,6 @@ class Mailbox(Generic[M]):
         self._state: int = OPEN
         # The receive loop's wake-up while it waits on the user lane.
         self._receiver: anyio.Event | None = None
-        # The running backend's event class and checkpoint, found on first use
-        # (a mailbox may be built outside the loop).
-        self._event: Callable[[], anyio.Event] | None = None
-        self._checkpoint: Callable[[], Awaitable[None]] = self._first_checkpoint
 
     @property
     def is_open(self) -> bool:
@@ -161,23 +147,6 @@ class Mailbox(Generic[M]):
             f"actor {self.name!r} is shutting down and accepts no new messages",
             actor=self.name,
         )
-
-    def _new_event(self) -> anyio.Event:
-        make = self._event
-        if make is None:
-            event = anyio.Event()
-            # Backend events are plain classes: building one directly skips the
-            # detection that anyio.Event() does each time.
-            self._event = type(event)
-            return event
-        return make()
-
-    async def _first_checkpoint(self) -> None:
-        if type(self._new_event()).__module__ == "anyio._backends._asyncio":
-            self._checkpoint = _asyncio_checkpoint
-        else:
-            self._checkpoint = checkpoint
-        await self._checkpoint()
 
     def _notify(self) -> None:
         receiver = self._receiver
@@ -211,7 +180,7 @@ class Mailbox(Generic[M]):
         if self._state:
             raise self._refusal()
         # Sending is a checkpoint even when there is room, as with a stream.
-        await self._checkpoint()
+        await checkpoint()
         if self._state:
             raise self._refusal()
         queue = self._queue
@@ -219,7 +188,7 @@ class Mailbox(Generic[M]):
             queue.append(item)
             self._notify()
             return
-        sender = _Sender(item, self._new_event())
+        sender = _Sender(item, new_event())
         self._senders.append(sender)
         try:
             await sender.event.wait()
@@ -249,12 +218,12 @@ class Mailbox(Generic[M]):
         and fair). Returns `NOTHING` when woken without one (`wake`, `close`).
         """
         if self._queue:
-            await self._checkpoint()
+            await checkpoint()
             if self._queue:
                 return self._take()
         if self._state == DEAD:
             return NOTHING
-        event = self._receiver = self._new_event()
+        event = self._receiver = new_event()
         try:
             await event.wait()
         finally:

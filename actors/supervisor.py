@@ -23,6 +23,7 @@ import anyio
 import msgspec
 import structlog
 
+from ._backend import new_cancel_scope
 from .actor import SHUTDOWN, STOP, Actor, StartFailed, current_actor, run_actor
 from .clock import deadline_scope
 from .envelope import Envelope
@@ -422,7 +423,7 @@ class Supervisor(Actor[Any]):
                 return StartFailed(exc)
         incarnation = slot.incarnation
         actor._bind(slot.mailbox, slot.ref, incarnation, self._monitor)
-        scope = anyio.CancelScope()
+        scope = new_cancel_scope()
         slot.scope = scope
         slot.state = _RUNNING
         slot.alive = True

@@ -166,6 +166,25 @@ def _deliver(
         future.set_result(result)
 
 
+class _Abandoned:
+    """Set by the loop when it gave up on a sync attempt (read by its thread).
+
+    A plain flag: a ``threading.Event`` builds a lock and a condition per
+    attempt, and a single attribute store is atomic.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class _Pending:
     """A value the worker thread could not finish: an awaitable for the loop."""
 
@@ -210,7 +229,7 @@ async def _await_callback(kind: str, spec: TaskSpec, awaitable: Awaitable[Any]) 
 
 
 def _run_sync(
-    spec: TaskSpec, input_json: str, abandoned: threading.Event
+    spec: TaskSpec, input_json: str, abandoned: _Abandoned
 ) -> AttemptResult | _Pending:
     """The whole attempt of a sync task, in a worker thread."""
     ctx = Context._from_owned(decode_context_data(input_json))
@@ -308,14 +327,22 @@ async def run_attempt(
     threads: TaskThreads,
 ) -> AttemptResult:
     """Run one attempt of ``spec`` on ``input_json`` within ``time_limit`` seconds."""
+    if time_limit is None:
+        # No deadline, so no cancel scope (creating one costs a backend lookup).
+        if spec.is_async:
+            return await _run_async(spec, input_json)
+        unlimited: AttemptResult | _Pending = await threads.run(
+            _run_sync, spec, input_json, _Abandoned()
+        )
+        if isinstance(unlimited, _Pending):
+            return await _resume_pending(spec, unlimited, input_json)
+        return unlimited
     if spec.is_async:
         with anyio.move_on_after(time_limit) as scope:
             return await _run_async(spec, input_json)
-        return AttemptResult(
-            error=timeout_text(spec.id, time_limit or 0), timed_out=True
-        )
+        return AttemptResult(error=timeout_text(spec.id, time_limit), timed_out=True)
 
-    abandoned = threading.Event()
+    abandoned = _Abandoned()
     outcome: AttemptResult | _Pending | None = None
     with anyio.move_on_after(time_limit) as scope:
         outcome = await threads.run(_run_sync, spec, input_json, abandoned)
@@ -326,9 +353,7 @@ async def run_attempt(
         logger.warning(
             "task.attempt.abandoned_thread", task=spec.name, timeout_s=time_limit
         )
-        return AttemptResult(
-            error=timeout_text(spec.id, time_limit or 0), timed_out=True
-        )
+        return AttemptResult(error=timeout_text(spec.id, time_limit), timed_out=True)
     return outcome
 
 
