@@ -224,6 +224,29 @@ class Supervisor(Actor[Any]):
         assert isinstance(result, ActorRef)
         return result
 
+    def start_child_nowait(self, spec: ChildSpec) -> None:
+        """Ask for a dynamic child to be started, without waiting for it.
+
+        For one-shot children started at a high rate, where a start failure is
+        not the caller's to handle: the supervisor starts the child when it next
+        serves its control messages (in the order of the requests, after any exit
+        already reported). A failure is reported to the monitor as a
+        `ChildExited` with ``during_start`` and logged.
+
+        Args:
+            spec: The child; its id must not belong to a current child when the
+                supervisor starts it.
+
+        Raises:
+            ActorDeadError: If the supervisor is not running.
+        """
+        mailbox = self._mailbox
+        if mailbox is None or not self._serving:
+            raise ActorDeadError(
+                f"supervisor {self._name()!r} is not running", actor=self._name()
+            )
+        mailbox.post_system(_StartChild(spec=spec))
+
     async def terminate_child(self, child_id: str) -> None:
         """Stop a child by its shutdown policy (draining its mailbox) and remove it.
 
@@ -351,15 +374,26 @@ class Supervisor(Actor[Any]):
             return None
         if isinstance(message, _StartChild | _TerminateChild):
             reply = message.reply
-            assert reply is not None
             try:
                 if isinstance(message, _StartChild):
-                    reply.resolve(await self._start_new(message.spec))
+                    ref = await self._start_new(message.spec)
+                    if reply is not None:
+                        reply.resolve(ref)
                 else:
                     await self._terminate(message.child_id)
-                    reply.resolve(None)
+                    if reply is not None:
+                        reply.resolve(None)
             except Exception as exc:
-                reply.reject(exc)
+                if reply is not None:
+                    reply.reject(exc)
+                else:
+                    # start_child_nowait: nobody waits for the answer.
+                    logger.warning(
+                        "actors.child.start_failed",
+                        supervisor=self.name,
+                        child_id=getattr(getattr(message, "spec", None), "id", None),
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
             return None
         return await super()._on_system(message)
 

@@ -288,13 +288,17 @@ class Executor(Actor[DispatchTask]):
         self._threads.close()
 
     async def handle(self, message: DispatchTask) -> None:
-        """Start one task actor for the dispatched attempt."""
+        """Have the task supervisor start one task actor for the attempt.
+
+        Without waiting for the start: a dispatch is one message, not a round
+        trip, so a burst of dispatches does not queue behind actor start-ups.
+        """
         received_at = time.perf_counter()
         supervisor = self._supervisor()
         child_id = f"{message.task.execution_id}:{message.task.task_name}"
         supervisor.remember(child_id, message)
         scheduler = self._scheduler()
-        await supervisor.start_child(
+        supervisor.start_child_nowait(
             ChildSpec(
                 id=child_id,
                 factory=lambda: TaskActor(
