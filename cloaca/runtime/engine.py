@@ -70,6 +70,7 @@ from cloaca.runtime.persistence import JournalStats, Persistence
 from cloaca.runtime.recovery import recover
 from cloaca.runtime.scheduler import Scheduler
 from cloaca.runtime.schedules import Schedules, start_schedules
+from cloaca.runtime.state import new_id
 from cloaca.storage import open_store
 from cloaca.storage.errors import StorageError
 from cloaca.storage.leases import lease_store_for
@@ -411,7 +412,7 @@ class Runtime:
         ``origin`` says who started it (``cron:<id>``, ``trigger:<name>``); it is
         reported in the ``ExecutionOutcome`` that finish listeners receive.
         """
-        execution_id = uuid.uuid4()
+        execution_id = new_id()
         accepted = await self._scheduler().ask(
             StartExecution(
                 execution_id=execution_id,
@@ -426,7 +427,7 @@ class Runtime:
 
     async def execute(self, workflow_name: str, context_json: str) -> ExecutionOutcome:
         """Run an execution to its end (API.md 3.9.2) and report it."""
-        execution_id = uuid.uuid4()
+        execution_id = new_id()
         waiter = self._waiters[execution_id] = _Waiter()
         try:
             accepted = await self._scheduler().ask(

@@ -211,7 +211,7 @@ class Scheduler(Actor[SchedulerMsg]):
         tasks = []
         new_rows = []
         for name in graph.task_names:
-            row_id = uuid.uuid4()
+            row_id = st.new_id()
             attempts = max_attempts_of(name)
             tasks.append(
                 st.TaskState(
@@ -242,7 +242,7 @@ class Scheduler(Actor[SchedulerMsg]):
                 execution_id=execution.id,
                 pipeline_name=message.workflow_name,
                 pipeline_version=graph.version,
-                context_id=uuid.uuid4() if has_input else None,
+                context_id=st.new_id() if has_input else None,
                 context_json=message.context_json if has_input else None,
                 tasks=tuple(new_rows),
                 at=at,
@@ -457,7 +457,7 @@ class Scheduler(Actor[SchedulerMsg]):
             return
         execution, task = found
         output = message.output_json
-        context_id = uuid.uuid4() if output != st.EMPTY_JSON else None
+        context_id = st.new_id() if output != st.EMPTY_JSON else None
         execution.mark_completed(task, output, context_id, message.at)
         entry = j.TaskCompleted(
             task_execution_id=task.row_id,

@@ -8,6 +8,7 @@ task input follows 4.5 and the final context 4.6.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -28,6 +29,44 @@ RUNNING_EXECUTION: Final = "Running"
 """``pipeline_executions.status`` once the first attempt started."""
 
 EMPTY_JSON: Final = "{}"
+
+
+_V4_MASK: Final = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_V4_BITS: Final = (0x4000 << 64) | (0x8000 << 48)
+_POOL_BYTES: Final = 16 * 256
+_random_ids: list[int] = []
+
+
+def _refill_ids() -> None:
+    data = os.urandom(_POOL_BYTES)
+    from_bytes = int.from_bytes
+    _random_ids.extend(
+        (from_bytes(data[i : i + 16], "big") & _V4_MASK) | _V4_BITS
+        for i in range(0, _POOL_BYTES, 16)
+    )
+
+
+# A forked child must not hand out the ids its parent also holds.
+os.register_at_fork(after_in_child=_random_ids.clear)
+
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown
+
+
+def new_id() -> uuid.UUID:
+    """A random (version 4) UUID, like ``uuid.uuid4()`` at a quarter of the cost.
+
+    The randomness comes from ``os.urandom`` in bulk (one call per 256 ids), and
+    the UUID is built without re-validating what is valid by construction.
+    """
+    if not _random_ids:
+        _refill_ids()
+    value = _random_ids.pop()
+    made: uuid.UUID = _new_object(uuid.UUID)
+    _set_slot(made, "int", value)
+    _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
+    return made
 
 
 def short_id(task_name: str) -> str:

@@ -21,6 +21,7 @@ Every driver error leaves the store as a ``StorageError`` naming the database.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import uuid
@@ -284,6 +285,24 @@ def _phase_batch(
     return contexts, ordered
 
 
+_ID_POOL: Final = 256
+_random_id_pool: list[bytes] = []
+# A forked child must not hand out the ids its parent also holds.
+os.register_at_fork(after_in_child=_random_id_pool.clear)
+
+
+def _random_id_bytes() -> bytes:
+    """The 16 bytes of a random (version 4) UUID, from ``os.urandom`` in bulk."""
+    pool = _random_id_pool
+    if not pool:
+        data = bytearray(os.urandom(16 * _ID_POOL))
+        for i in range(0, len(data), 16):
+            data[i + 6] = (data[i + 6] & 0x0F) | 0x40
+            data[i + 8] = (data[i + 8] & 0x3F) | 0x80
+        pool.extend(bytes(data[i : i + 16]) for i in range(0, len(data), 16))
+    return pool.pop()
+
+
 def _blob(value: uuid.UUID | None) -> bytes | None:
     return None if value is None else value.bytes
 
@@ -362,7 +381,7 @@ def _statements(
         case j.TaskCompleted():
             metadata = _row(
                 "upsert_task_metadata",
-                id=uuid.uuid4().bytes,
+                id=_random_id_bytes(),
                 task_execution_id=tid,
                 execution_id=entry.execution_id.bytes,
                 task_name=entry.task_name,
