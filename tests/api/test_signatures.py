@@ -12,7 +12,10 @@ def names(fn: object) -> list[str]:
 
 
 def test_with_schema_signature_is_exactly_the_references() -> None:
-    assert str(inspect.signature(cloaca.DefaultRunner.with_schema)) == "(database_url, schema)"
+    assert (
+        str(inspect.signature(cloaca.DefaultRunner.with_schema))
+        == "(database_url, schema)"
+    )
 
 
 def test_runner_parameter_names() -> None:
