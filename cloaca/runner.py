@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
+from cloaca import texts
 from cloaca.config import DefaultRunnerConfig, RunnerSettings, settings_of
 from cloaca.context import Context, encode_context_data
 from cloaca.errors import (
@@ -43,15 +44,6 @@ def _runtime_class() -> type[Runtime]:
     return Runtime
 
 
-SCHEMA_NEEDS_POSTGRES = (
-    "Schema-based multi-tenancy requires PostgreSQL. SQLite does not support database "
-    "schemas. Use a PostgreSQL URL like 'postgres://user:pass@host/db'"
-)
-SCHEMA_EMPTY = "Schema name cannot be empty"
-SCHEMA_CHARSET = "Schema name must contain only alphanumeric characters and underscores"
-SCHEMA_FAILED = "Failed to create DefaultRunner with schema"
-
-
 def _check_url(database_url: object) -> str:
     if not isinstance(database_url, str):
         raise ConfigurationTypeError(
@@ -75,11 +67,11 @@ def check_schema_name(database_url: str, schema: object) -> str:
             f"schema must be a str, not {type(schema).__name__}"
         )
     if not database_url.startswith(("postgres://", "postgresql://")):
-        raise ConfigurationValueError(SCHEMA_NEEDS_POSTGRES)
+        raise ConfigurationValueError(texts.SCHEMA_REQUIRES_POSTGRES)
     if schema == "":
-        raise ConfigurationValueError(SCHEMA_EMPTY)
+        raise ConfigurationValueError(texts.SCHEMA_EMPTY)
     if not all(ch.isalnum() or ch == "_" for ch in schema):
-        raise ConfigurationValueError(SCHEMA_CHARSET)
+        raise ConfigurationValueError(texts.SCHEMA_CHARSET)
     return schema
 
 
@@ -106,7 +98,11 @@ def _open_error(
         else to_public(error)
     )
     if schema is not None:
-        return type(public)(f"{SCHEMA_FAILED} '{schema}' on {masked}: {error}")
+        return type(public)(
+            texts.SCHEMA_RUNNER_FAILED.format(
+                schema=f"'{schema}' on {masked}", reason=error
+            )
+        )
     return type(public)(f"Cannot open database {masked}: {error}")
 
 

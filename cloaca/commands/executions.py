@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from cloaca import texts
 from cloaca.commands.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -110,7 +111,7 @@ def _task_id(task_name: str) -> str:
     return task_name.rsplit("::", 1)[-1]
 
 
-TASK_ERROR_PREFIX: Final = "Python task execution failed: "
+TASK_ERROR_PREFIX: Final = texts.TASK_EXECUTION_FAILED_PREFIX
 """What every task error text starts with (API.md 4.4): left out of tables."""
 
 

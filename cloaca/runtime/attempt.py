@@ -25,13 +25,14 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from cloaca import texts
 from cloaca.context import Context, decode_context_data, encode_context_data
 from cloaca.logging import get_logger
 from cloaca.task import TaskSpec
 
 logger = get_logger(__name__)
 
-TASK_ERROR_PREFIX = "Python task execution failed: "
+TASK_ERROR_PREFIX = texts.TASK_EXECUTION_FAILED_PREFIX
 """API.md 4.4: the error text of a task that raised."""
 
 
@@ -45,7 +46,7 @@ class AttemptResult(msgspec.Struct, frozen=True):
 
 def error_text(exc: BaseException) -> str:
     """API.md 4.4: ``Python task execution failed: <Type>: <message>``."""
-    return f"{TASK_ERROR_PREFIX}{type(exc).__name__}: {exc}"
+    return texts.TASK_EXECUTION_FAILED.format(type=type(exc).__name__, message=exc)
 
 
 def timeout_text(task_id: str, seconds: float) -> str:
@@ -56,8 +57,9 @@ def timeout_text(task_id: str, seconds: float) -> str:
 def report_callback_failure(kind: str, task_id: str, exc: BaseException) -> None:
     """API.md 4.9: callback errors are reported on stderr and never fail the task."""
     print(
-        f"[cloaca] {kind} callback failed for task '{task_id}': "
-        f"{type(exc).__name__}: {exc}",
+        texts.CALLBACK_FAILED.format(
+            callback=kind, task_id=task_id, type=type(exc).__name__, message=exc
+        ),
         file=sys.stderr,
         flush=True,
     )

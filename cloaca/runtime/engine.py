@@ -405,14 +405,20 @@ class Runtime:
         return self._system_ref("scheduler")
 
     async def submit(
-        self, workflow_name: str, context_json: str, *, origin: str | None = None
+        self,
+        workflow_name: str,
+        context_json: str,
+        *,
+        origin: str | None = None,
+        execution_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
         """Start an execution without waiting for it; return its id.
 
         ``origin`` says who started it (``cron:<id>``, ``trigger:<name>``); it is
         reported in the ``ExecutionOutcome`` that finish listeners receive.
+        ``execution_id`` is the id to use (a new one by default).
         """
-        execution_id = new_id()
+        execution_id = execution_id or new_id()
         accepted = await self._scheduler().ask(
             StartExecution(
                 execution_id=execution_id,
@@ -428,17 +434,10 @@ class Runtime:
     async def execute(self, workflow_name: str, context_json: str) -> ExecutionOutcome:
         """Run an execution to its end (API.md 3.9.2) and report it."""
         execution_id = new_id()
+        # Registered before the start: a fast execution may end before submit returns.
         waiter = self._waiters[execution_id] = _Waiter()
         try:
-            accepted = await self._scheduler().ask(
-                StartExecution(
-                    execution_id=execution_id,
-                    workflow_name=workflow_name,
-                    context_json=context_json,
-                )
-            )
-            if not accepted:
-                raise UnknownWorkflow(workflow_name)
+            await self.submit(workflow_name, context_json, execution_id=execution_id)
             timeout = self.settings.pipeline_timeout_seconds
             with anyio.move_on_after(timeout) as scope:
                 await waiter.event.wait()

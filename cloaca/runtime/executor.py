@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import random
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -217,11 +216,11 @@ class TaskSupervisor(Supervisor):
             return RestartDecision(restart=False)
         at = _now(self.clock.wall_ms())
         exc = reason.exception
+        dispatch = self._dispatches.get(child_id)
         if isinstance(exc, AttemptError):
             task, error, policy = exc.task, exc.error, exc.policy
         else:
             # The actor itself broke (not the task body): fail the task, never loop.
-            dispatch = self._dispatches.get(child_id)
             if dispatch is None:
                 return RestartDecision(restart=False)
             task, error, policy = (
@@ -231,7 +230,8 @@ class TaskSupervisor(Supervisor):
             )
         retry = (
             policy is not None
-            and task.attempt < self._dispatches.get(child_id, _NO_DISPATCH).max_attempts
+            and dispatch is not None
+            and task.attempt < dispatch.max_attempts
             and policy.should_retry(task.attempt, error)
         )
         if retry and policy is not None:
@@ -252,22 +252,13 @@ class TaskSupervisor(Supervisor):
         return RestartDecision(restart=False)
 
 
-_NO_DISPATCH = DispatchTask(
-    task=TaskRef(
-        execution_id=uuid.UUID(int=0), task_name="", row_id=uuid.UUID(int=0), attempt=1
-    ),
-    input_json="{}",
-    max_attempts=1,
-)
-
-
 class Executor(Actor[DispatchTask]):
     """Turns dispatches into supervised task actors."""
 
     # The scheduler dispatches with send_nowait (it must never block on the actor
     # it feeds), so a bound here would crash it on a burst: 10,000 executions
     # submitted at once release 10,000 roots in one commit (CONVENTIONS.md 4).
-    mailbox_capacity: ClassVar[int] = math.inf  # type: ignore[assignment]
+    mailbox_capacity: ClassVar[float] = math.inf
 
     def __init__(
         self,

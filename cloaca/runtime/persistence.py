@@ -77,7 +77,7 @@ class Persistence(Actor[PersistenceMsg]):
     """Owns the store; journals entries and answers read queries."""
 
     # Never full: results flow up into it with send_nowait (CONVENTIONS.md 4).
-    mailbox_capacity: ClassVar[int] = math.inf  # type: ignore[assignment]
+    mailbox_capacity: ClassVar[float] = math.inf
 
     def __init__(
         self,

@@ -73,7 +73,7 @@ class Scheduler(Actor[SchedulerMsg]):
     """Drives ``ExecutionState`` objects and tells the world what happened."""
 
     # Results flow up into it with send_nowait; it must never refuse one.
-    mailbox_capacity: ClassVar[int] = math.inf  # type: ignore[assignment]
+    mailbox_capacity: ClassVar[float] = math.inf
 
     def __init__(
         self,
