@@ -22,7 +22,22 @@ import asyncpg
 from cloaca.storage.errors import Conflict, StorageError, StorageUnavailable
 from cloaca.storage.pg_url import PostgresTarget
 
-__all__ = ("is_connection_lost", "translate_connect_error", "translate_error")
+__all__ = (
+    "DRIVER_ERRORS",
+    "is_connection_lost",
+    "translate_connect_error",
+    "translate_error",
+)
+
+DRIVER_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # Not an InterfaceError: raised when a pooled connection is still mid-operation
+    # (e.g. its backend was terminated while a statement ran). Never let it out raw.
+    asyncpg.InternalClientError,
+    OSError,
+)
+"""Everything the driver raises that a store must translate into a StorageError."""
 
 _CONNECT_FAILURES: Final = (
     OSError,  # refused, unreachable, DNS (socket.gaierror), reset
@@ -46,7 +61,7 @@ def is_connection_lost(exc: BaseException) -> bool:
         intervention (``pg_terminate_backend``) and the driver's "connection is
         closed" interface errors.
     """
-    if isinstance(exc, _CONNECT_FAILURES):
+    if isinstance(exc, (*_CONNECT_FAILURES, asyncpg.InternalClientError)):
         return True
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 

@@ -24,6 +24,7 @@ from cloaca.storage import journal as j
 from cloaca.storage.errors import SchemaMismatch, StorageError
 from cloaca.storage.leases import LeaseLost, execution_ids_of
 from cloaca.storage.pg_apply import apply_batch
+from cloaca.storage.pg_errors import DRIVER_ERRORS
 from cloaca.storage.postgres import PostgresStore
 from cloaca.storage.queries import parse_queries
 
@@ -31,7 +32,6 @@ __all__ = ("PgLeaseStore",)
 
 logger = get_logger(__name__)
 
-_DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 CHANNEL: Final = "cloaca_work"
 """The LISTEN/NOTIFY channel of work wake-ups (payload: the schema)."""
 
@@ -73,7 +73,7 @@ class _Listener:
         try:
             await conn.remove_listener(CHANNEL, self._callback)
             await conn.close(timeout=2)
-        except _DRIVER_ERRORS:
+        except DRIVER_ERRORS:
             conn.terminate()
 
 
@@ -106,7 +106,7 @@ class PgLeaseStore:
         try:
             async with pool.acquire() as conn:
                 found = await conn.fetchval(_Q["leases_table_exists"])
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "look for the lease table") from exc
         if not found:
             raise SchemaMismatch(
@@ -157,7 +157,7 @@ class PgLeaseStore:
                 f"{len(entries)} journal entries: {exc}",
                 url=self._store.display_url,
             ) from exc
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._fail(
                 exc, f"apply a leased batch of {len(entries)} journal entries"
             ) from exc
@@ -190,7 +190,7 @@ class PgLeaseStore:
                 return _ids(
                     await conn.fetch(_Q["take_leases"], candidates, runner_id, ttl)
                 )
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "claim executions") from exc
 
     async def heartbeat(
@@ -206,7 +206,7 @@ class PgLeaseStore:
                 rows = await conn.fetch(
                     _Q["leases_held_by_others"], list(owned), runner_id
                 )
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "renew leases") from exc
         return set(_ids(rows))
 
@@ -219,7 +219,7 @@ class PgLeaseStore:
                 if rows:
                     # Sent at commit: the others look once the leases are gone.
                     await conn.execute(_Q["notify_work"])
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "release leases") from exc
         return len(rows)
 
@@ -229,7 +229,7 @@ class PgLeaseStore:
         try:
             async with pool.acquire() as conn:
                 await conn.execute(_Q["notify_work"])
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "announce work") from exc
 
     async def listen(self, on_wake: Callable[[], None]) -> _Listener:
@@ -244,7 +244,7 @@ class PgLeaseStore:
                 server_settings=store._server_settings(),
                 **store._target.connect_kwargs(),
             )
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise StorageError(
                 f"cannot listen for work on {store.display_url}: {exc}",
                 url=store.display_url,

@@ -18,6 +18,7 @@ import asyncpg
 
 from cloaca.storage.errors import StorageError
 from cloaca.storage.pg_apply import naive_utc
+from cloaca.storage.pg_errors import DRIVER_ERRORS
 from cloaca.storage.protocol import (
     CronExecutionRow,
     CronScheduleRow,
@@ -32,7 +33,6 @@ from cloaca.storage.queries import load_queries
 __all__ = ("PgScheduleStore",)
 
 _Q: Final = load_queries("postgres")
-_DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 T = TypeVar("T")
 
 
@@ -143,7 +143,7 @@ class PgScheduleStore:
                     return await work(conn)
                 async with conn.transaction():
                     return await work(conn)
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._failed(pool, exc, action) from exc
 
     # -- cron schedules --------------------------------------------------------

@@ -21,14 +21,16 @@ import asyncpg
 
 from cloaca.storage.errors import StorageError
 from cloaca.storage.identifiers import render
-from cloaca.storage.pg_errors import translate_connect_error, translate_error
+from cloaca.storage.pg_errors import (
+    DRIVER_ERRORS,
+    translate_connect_error,
+    translate_error,
+)
 from cloaca.storage.pg_migrate import prepare_schema
 from cloaca.storage.pg_url import PostgresTarget
 from cloaca.storage.queries import load_queries
 
 __all__ = ("TenantError", "create_tenant", "remove_tenant")
-
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 class TenantError(StorageError):
@@ -41,7 +43,7 @@ async def _connect(target: PostgresTarget) -> asyncpg.Connection:
             server_settings={**target.server_settings, "TimeZone": "UTC"},
             **target.connect_kwargs(),
         )
-    except _DRIVER_ERRORS as exc:
+    except DRIVER_ERRORS as exc:
         raise translate_connect_error(exc, target) from exc
 
 
@@ -76,7 +78,7 @@ async def create_tenant(
             await conn.execute(render(q["set_local_search_path"], schema=schema))
             await prepare_schema(conn, schema, display_url=target.display_url)
             await conn.execute(render(q["grant_tenant"], schema=schema, role=role))
-    except _DRIVER_ERRORS as exc:
+    except DRIVER_ERRORS as exc:
         raise translate_error(
             exc, target, action=f"create tenant schema {schema!r} with role {role!r}"
         ) from exc
@@ -119,7 +121,7 @@ async def remove_tenant(target: PostgresTarget, *, schema: str, role: str) -> No
                     pass
             await conn.execute(render(q["drop_schema"], schema=schema))
             await conn.execute(render(q["drop_role"], role=role))
-    except _DRIVER_ERRORS as exc:
+    except DRIVER_ERRORS as exc:
         raise translate_error(
             exc, target, action=f"remove tenant schema {schema!r} and role {role!r}"
         ) from exc

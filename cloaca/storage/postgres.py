@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
 
 import asyncpg
 
@@ -27,6 +26,7 @@ from cloaca.storage.identifiers import quote_ident, schema_name
 from cloaca.storage.journal import JournalEvent
 from cloaca.storage.pg_apply import apply_batch
 from cloaca.storage.pg_errors import (
+    DRIVER_ERRORS,
     is_connection_lost,
     translate_connect_error,
     translate_error,
@@ -39,7 +39,6 @@ from cloaca.storage.queries import load_queries
 
 __all__ = ("PostgresStore",)
 
-_DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 # TimeoutError is an OSError subclass, so connect timeouts are covered too.
 
 
@@ -156,14 +155,14 @@ class PostgresStore(PgScheduleStore):
                 server_settings=self._server_settings(),
                 **self._target.connect_kwargs(),
             )
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise translate_connect_error(exc, self._target) from exc
         opened = False
         try:
             async with pool.acquire() as conn:
                 await prepare_schema(conn, self._schema, display_url=self.display_url)
             opened = True
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             where = f"schema {self._schema!r}" if self._schema else "the database"
             raise translate_error(
                 exc,
@@ -232,7 +231,7 @@ class PostgresStore(PgScheduleStore):
                 f"batch of {len(entries)} journal entries: {exc}",
                 url=self.display_url,
             ) from exc
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._failed(
                 pool, exc, f"apply a batch of {len(entries)} journal entries"
             ) from exc
@@ -251,7 +250,7 @@ class PostgresStore(PgScheduleStore):
                     for t in await conn.fetch(q["select_tasks"], ids):
                         row = _task_row(t)
                         tasks.setdefault(row.execution_id, []).append(row)
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise await self._failed(pool, exc, action) from exc
         return [_execution_row(r, tuple(tasks.get(_uuid(r["id"]), ()))) for r in rows]
 
