@@ -29,7 +29,7 @@ from .ref import ActorRef
 if TYPE_CHECKING:
     from .monitor import Monitor
 
-__all__ = ("Actor", "StartFailed", "run_actor")
+__all__ = ("Actor", "InstantStart", "StartFailed", "run_actor")
 
 M = TypeVar("M")
 
@@ -68,6 +68,25 @@ class StartFailed:
         self.error = error
 
 
+class InstantStart:
+    """The ``task_status`` of an `Actor.instant_start` incarnation.
+
+    Nobody waits for readiness; a start failure becomes the incarnation's exit
+    (``on_exit`` with `Crashed`, or `Shutdown` when cancelled during ``on_start``).
+    """
+
+    __slots__ = ("_on_exit",)
+
+    def __init__(self, on_exit: Callable[[ExitReason], None]) -> None:
+        self._on_exit = on_exit
+
+    def started(self, value: StartFailed | None = None) -> None:
+        """Called by the incarnation once ``on_start`` returned or failed."""
+        if value is not None:
+            error = value.error
+            self._on_exit(SHUTDOWN if error is None else Crashed.from_exception(error))
+
+
 class Actor(Generic[M]):
     """Base class of actors.
 
@@ -80,10 +99,19 @@ class Actor(Generic[M]):
             mailbox makes senders wait.
         stop_timeout: Seconds on the clock that ``on_stop`` may take before it is
             cancelled.
+        instant_start: The supervisor starts an incarnation without waiting for its
+            ``on_start`` (no readiness round trip): for one-shot children started
+            at a high rate whose ``on_start`` does not wait and cannot fail
+            meaningfully. The child counts as started (`ChildStarted`, the ref
+            returned by ``start_child``) as soon as its task is spawned, and
+            ``on_start`` runs first thing in that task; if it raises anyway, the
+            incarnation exits `Crashed` (handled by its restart policy like any
+            crash, with no `ChildStartError` and without ``on_stop``).
     """
 
     mailbox_capacity: ClassVar[float] = 1024
     stop_timeout: ClassVar[float] = 5.0
+    instant_start: ClassVar[bool] = False
 
     # Class-level defaults, because subclasses need not call Actor.__init__.
     _mailbox: Mailbox[M] | None = None

@@ -6,9 +6,10 @@ the task group never sees a child's error. The supervisor acts on exits in its r
 loop: a `RestartDecider` may decide (without using up intensity), otherwise the restart
 type and `RestartIntensity` do, and `plan_restart` says which siblings restart with the
 child. Exceeding the intensity raises one `SupervisorEscalation` (``__cause__`` = the
-child's failure), which crashes the supervisor and so reaches its parent. Children start
-in order (each after the previous one's ``on_start``) and stop in reverse order by their
-`ShutdownPolicy`. A child slot owns its mailbox, so refs stay valid across restarts.
+child's failure), which crashes the supervisor and so reaches its parent. Children
+start in order (each after the previous one's ``on_start``; an `Actor.instant_start`
+child is not waited for) and stop in reverse order by their `ShutdownPolicy`. A child
+slot owns its mailbox, so refs stay valid across restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import msgspec
 import structlog
 
 from ._backend import new_cancel_scope
-from .actor import SHUTDOWN, STOP, Actor, StartFailed, current_actor, run_actor
+from .actor import (
+    SHUTDOWN,
+    STOP,
+    Actor,
+    InstantStart,
+    StartFailed,
+    current_actor,
+    run_actor,
+)
 from .clock import deadline_scope
 from .envelope import Envelope
 from .errors import ActorDeadError, ChildStartError, SupervisorEscalation
@@ -206,6 +215,10 @@ class Supervisor(Actor[Any]):
     async def start_child(self, spec: ChildSpec) -> ActorRef[Any]:
         """Start a dynamic child and return its ref once its ``on_start`` returned.
 
+        An `Actor.instant_start` child is not waited for: its ref comes back as
+        soon as its task is spawned, and a failing ``on_start`` is a crash of the
+        started child rather than a `ChildStartError`.
+
         Args:
             spec: The child; its id must not belong to a current child.
 
@@ -230,8 +243,9 @@ class Supervisor(Actor[Any]):
         For one-shot children started at a high rate, where a start failure is
         not the caller's to handle: the supervisor starts the child when it next
         serves its control messages (in the order of the requests, after any exit
-        already reported). A failure is reported to the monitor as a
-        `ChildExited` with ``during_start`` and logged.
+        already reported). A start failure is reported to the monitor as a
+        `ChildExited` with ``during_start`` and logged (an `Actor.instant_start`
+        child whose ``on_start`` fails crashes instead, see there).
 
         Args:
             spec: The child; its id must not belong to a current child when the
@@ -463,13 +477,26 @@ class Supervisor(Actor[Any]):
         slot.alive = True
         slot.announced = False
         slot.exit_event = None
-        assert self._tg is not None
-        failed: StartFailed | None = await self._tg.start(
-            run_actor,
-            actor,
-            scope,
-            functools.partial(self._child_exited, slot, incarnation),
-        )
+        tg = self._tg
+        assert tg is not None
+        on_exit = functools.partial(self._child_exited, slot, incarnation)
+        if type(actor).instant_start:
+            # Nothing to wait for (Actor.instant_start): announce now, in start
+            # order, and let the child's task run on_start on its own.
+            self._starts += 1
+            slot.announced = True
+            self._emit(
+                ChildStarted(
+                    supervisor=self.name, child_id=slot.spec.id, incarnation=incarnation
+                )
+            )
+            tg.start_soon(
+                functools.partial(
+                    run_actor, actor, scope, on_exit, task_status=InstantStart(on_exit)
+                )
+            )
+            return None
+        failed: StartFailed | None = await tg.start(run_actor, actor, scope, on_exit)
         if failed is not None:
             slot.alive = False
             return failed
