@@ -100,6 +100,8 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
     """One attempt of one task; a restart is the next attempt."""
 
     mailbox_capacity: ClassVar[int] = 1
+    # on_start only posts one message: no readiness round trip per attempt.
+    instant_start: ClassVar[bool] = True
 
     def __init__(
         self,
