@@ -41,6 +41,7 @@ __all__ = [
     "register_workflow",
     "restore",
     "snapshot",
+    "task_names",
     "tasks_in_namespace",
     "workflow_names",
 ]
@@ -70,6 +71,12 @@ def get_task(name: str) -> TaskSpec | None:
     """Return the task registered under the full namespace string ``name``, if any."""
     with _lock:
         return _tasks.get(name)
+
+
+def task_names() -> list[str]:
+    """Return the full names of every registered task, sorted."""
+    with _lock:
+        return sorted(_tasks)
 
 
 def tasks_in_namespace(workflow: WorkflowContext) -> dict[str, TaskSpec]:

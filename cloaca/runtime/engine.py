@@ -9,15 +9,18 @@ verifying the schema), runs start-up recovery, then starts the supervision tree:
     ├── tasks            TaskSupervisor: one transient TaskActor per attempt
     ├── executor         Executor: dispatches -> task actors
     ├── leases           LeaseKeeper: heartbeats (PostgreSQL only)
-    └── intake           Intake: claims executions submitted through the database
+    ├── intake           Intake: claims executions submitted through the database
+    └── sharing          Sharing: task offers between runners (PostgreSQL only)
 
 On PostgreSQL several runtimes (processes, machines) may share one database:
 each has a ``runner_id`` and drives only executions it holds a lease on
 (``cloaca.runtime.leases``); start-up recovery then takes only executions
 without a live lease, and a runner that dies is replaced by the others once its
-leases expire. Leaving it shuts down gracefully: intake stops, actors drain up
-to the deadline, the journal is flushed, this runner's leases are released (the
-others are woken to take its unfinished work at once), the store is closed.
+leases expire. A runner whose executor is full offers ready attempts to the
+others (``cloaca.runtime.sharing``). Leaving it shuts down gracefully: intake
+stops, actors drain up to the deadline, the journal is flushed, this runner's
+leases are released (the others are woken to take its unfinished work at
+once), the store is closed.
 ``DefaultRunner`` hosts it on a background event loop; ``AsyncRunner`` on the
 caller's own.
 """
@@ -70,10 +73,12 @@ from cloaca.runtime.persistence import JournalStats, Persistence
 from cloaca.runtime.recovery import recover
 from cloaca.runtime.scheduler import Scheduler
 from cloaca.runtime.schedules import Schedules, start_schedules
+from cloaca.runtime.sharing import LOOK, Sharing, TaskExchange
 from cloaca.runtime.state import new_id
 from cloaca.storage import open_store
 from cloaca.storage.errors import StorageError
 from cloaca.storage.leases import lease_store_for
+from cloaca.storage.offers import ClaimedOffer, offer_store_for
 from cloaca.storage.protocol import LeaseListener, Store
 
 logger = get_logger(__name__)
@@ -154,6 +159,10 @@ class Runtime:
             self._lease = Lease(store=leases, runner_id=self.runner_id, ttl=ttl)
         self._listener: LeaseListener | None = None
         self._intake: Intake | None = None
+        self._offers = None if leases is None else offer_store_for(leases)
+        self.exchange: TaskExchange | None = None
+        """Task-level sharing with other runners (PostgreSQL); set at start."""
+        self._sharing: Sharing | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -216,6 +225,12 @@ class Runtime:
             return self._task_supervisor
 
         settings = self.settings
+        lease = self._lease
+        if lease is not None and self._offers is not None:
+            self.exchange = TaskExchange(
+                self._offers, self.runner_id, lease.ttl, system.clock
+            )
+        exchange = self.exchange
         await system.spawn(
             ChildSpec(
                 id="persistence",
@@ -257,10 +272,10 @@ class Runtime:
                     scheduler=scheduler_ref,
                     max_concurrent_tasks=settings.max_concurrent_tasks,
                     task_timeout_seconds=settings.task_timeout_seconds or None,
+                    exchange=exchange,
                 ),
             )
         )
-        lease = self._lease
         interval = max(0.01, settings.scheduler_poll_interval_ms / 1000)
         if lease is not None:
             await system.spawn(
@@ -294,6 +309,32 @@ class Runtime:
                 shutdown=ShutdownPolicy.brutal(),
             )
         )
+        if exchange is not None:
+            await self._spawn_sharing(system, exchange, interval)
+
+    async def _spawn_sharing(
+        self, system: ActorSystem, exchange: TaskExchange, interval: float
+    ) -> None:
+        root = system.root
+
+        def start_claimed(offer: ClaimedOffer) -> None:
+            root.ref_of("executor").send_nowait(offer)
+
+        def make_sharing() -> Sharing:
+            self._sharing = sharing = Sharing(
+                exchange,
+                self.settings.max_concurrent_tasks,
+                start_claimed,
+                interval,
+            )
+            exchange.on_slot_free(lambda: sharing.poke(LOOK))
+            return sharing
+
+        await system.spawn(
+            ChildSpec(
+                id="sharing", factory=make_sharing, shutdown=ShutdownPolicy.brutal()
+            )
+        )
 
     def _wake_intake(self) -> None:
         if self._intake is not None and not self._closed:
@@ -316,13 +357,23 @@ class Runtime:
             logger.warning("lease.listen_failed", error=str(exc))
 
     async def _leave(self) -> None:
-        """Graceful leave: close the listener and release every lease at once."""
+        """Graceful leave: close the listener and release every lease at once.
+
+        Task offers go first: this runner's own (their results would have no
+        reader) and its unfinished claims on others' (handed back, so their
+        owners need not wait for the claims to expire).
+        """
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.aclose()
         lease = self._lease
         if lease is None:
             return
+        if self._offers is not None:
+            try:
+                await self._offers.leave(lease.runner_id)
+            except StorageError as exc:
+                logger.warning("sharing.leave_failed", error=str(exc))
         try:
             released = await lease.leases.release(lease.runner_id)
         except StorageError as exc:
@@ -469,8 +520,12 @@ class Runtime:
 
     async def stop_intake(self) -> None:
         """Stop starting attempts; running ones finish (API.md section 0 item 9)."""
+        if self.exchange is not None:
+            self.exchange.accepting = False
         await self._scheduler().send(StopIntake())
 
     async def resume_intake(self) -> None:
         """Start attempts again."""
+        if self.exchange is not None:
+            self.exchange.accepting = True
         await self._scheduler().send(ResumeIntake())

@@ -37,7 +37,7 @@ from actors import (
 from cloaca import registry
 from cloaca.logging import get_logger
 from cloaca.retry import RetryPolicy
-from cloaca.runtime.attempt import TaskThreads, run_attempt
+from cloaca.runtime.attempt import AttemptResult, TaskThreads, run_attempt
 from cloaca.runtime.messages import (
     RUN_ATTEMPT,
     AbandonAttempt,
@@ -48,6 +48,8 @@ from cloaca.runtime.messages import (
     RunAttempt,
     TaskRef,
 )
+from cloaca.runtime.sharing import ClaimedAttempt, TaskExchange
+from cloaca.storage.offers import ClaimedOffer
 
 logger = get_logger(__name__)
 
@@ -112,7 +114,9 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
         timeout: float | None,
         stats: TaskStats | None = None,
         received_at: float = 0.0,
+        exchange: TaskExchange | None = None,
     ) -> None:
+        self._exchange = exchange
         self._dispatch = dispatch
         self._scheduler = scheduler
         self._limiter = limiter
@@ -152,17 +156,18 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
             wait = (not_before - _now(self.clock.wall_ms())).total_seconds()
             if wait > 0:
                 await self.clock.sleep(wait)
-        async with self._limiter:
+        spec = registry.get_task(task.task_name)
+        if spec is None:
+            # API.md 4.14: a task whose function is not registered fails for good.
+            raise AttemptError(task, f"Task not found: {task.task_name}", None)
+
+        async def run_here() -> AttemptResult:
             stats = self._stats
             if stats is not None:
                 stats.attempts += 1
                 if self.incarnation == 1 and not_before is None:
                     stats.queue_waits += 1
                     stats.queue_wait_seconds += time.perf_counter() - self._received_at
-            spec = registry.get_task(task.task_name)
-            if spec is None:
-                # API.md 4.14: a task whose function is not registered fails for good.
-                raise AttemptError(task, f"Task not found: {task.task_name}", None)
             with bound_contextvars(
                 execution_id=str(task.execution_id),
                 task=task.task_name,
@@ -179,6 +184,24 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
                     outcome="ok" if result.error is None else "failed",
                     timed_out=result.timed_out,
                 )
+            return result
+
+        exchange = self._exchange
+        if exchange is None:
+            async with self._limiter:
+                result = await run_here()
+        else:
+            try:
+                if exchange.should_offer(self._limiter):
+                    # Every slot is taken and other runners have room (sharing).
+                    result = await exchange.run_shared(
+                        task, self._dispatch.input_json, self._limiter, run_here
+                    )
+                else:
+                    async with self._limiter:
+                        result = await run_here()
+            finally:
+                exchange.slot_freed()
         if result.output_json is not None:
             self._scheduler.send_nowait(
                 AttemptSucceeded(
@@ -254,8 +277,8 @@ class TaskSupervisor(Supervisor):
         return RestartDecision(restart=False)
 
 
-class Executor(Actor[DispatchTask]):
-    """Turns dispatches into supervised task actors."""
+class Executor(Actor[DispatchTask | ClaimedOffer]):
+    """Turns dispatches, and attempts claimed from other runners, into actors."""
 
     # The scheduler dispatches with send_nowait (it must never block on the actor
     # it feeds), so a bound here would crash it on a burst: 10,000 executions
@@ -269,28 +292,36 @@ class Executor(Actor[DispatchTask]):
         scheduler: Callable[[], ActorRef[Any]],
         max_concurrent_tasks: int,
         task_timeout_seconds: float | None,
+        exchange: TaskExchange | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._scheduler = scheduler
         self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
         self._threads = TaskThreads()
         self._timeout = task_timeout_seconds
+        self._exchange = exchange
+        if exchange is not None:
+            exchange.limiter = self._limiter
 
     async def on_stop(self, reason: ExitReason) -> None:
         """Let the task threads exit; attempts still running finish first."""
         self._threads.close()
 
-    async def handle(self, message: DispatchTask) -> None:
+    async def handle(self, message: DispatchTask | ClaimedOffer) -> None:
         """Have the task supervisor start one task actor for the attempt.
 
         Without waiting for the start: a dispatch is one message, not a round
         trip, so a burst of dispatches does not queue behind actor start-ups.
         """
+        if isinstance(message, ClaimedOffer):
+            self._start_claimed(message)
+            return
         received_at = time.perf_counter()
         supervisor = self._supervisor()
         child_id = f"{message.task.execution_id}:{message.task.task_name}"
         supervisor.remember(child_id, message)
         scheduler = self._scheduler()
+        exchange = self._exchange
         supervisor.start_child_nowait(
             ChildSpec(
                 id=child_id,
@@ -302,8 +333,26 @@ class Executor(Actor[DispatchTask]):
                     self._timeout,
                     supervisor.stats,
                     received_at,
+                    exchange,
                 ),
                 restart=Restart.TRANSIENT,
                 shutdown=ShutdownPolicy.timeout(5.0),
+            )
+        )
+
+    def _start_claimed(self, offer: ClaimedOffer) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            return
+        self._supervisor().start_child_nowait(
+            ChildSpec(
+                id=f"claimed:{offer.task_execution_id}",
+                factory=lambda: ClaimedAttempt(
+                    offer, exchange, self._threads, self._timeout
+                ),
+                restart=Restart.TEMPORARY,
+                # Leaving hands unfinished claims back at once (Runtime._leave):
+                # their owners run them, nobody waits for this body.
+                shutdown=ShutdownPolicy.brutal(),
             )
         )

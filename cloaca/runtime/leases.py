@@ -35,6 +35,7 @@ from cloaca.logging import get_logger
 from cloaca.runtime.messages import LeasesLost
 from cloaca.runtime.recovery import plan_recovery
 from cloaca.storage.errors import StorageError
+from cloaca.storage.offers import offer_store_for
 from cloaca.storage.protocol import ExecutionRow, LeaseStore, Store
 
 logger = get_logger(__name__)
@@ -127,6 +128,11 @@ async def claim_executions(
         ttl=lease.ttl,
     )
     known = set(skip)
+    taken = [execution_id for execution_id in ids if execution_id not in known]
+    offers = offer_store_for(lease.leases)
+    if offers is not None and taken:
+        # A previous owner's offers: their results would be refused now.
+        await offers.drop_for_executions(taken)
     rows: list[ExecutionRow] = []
     for execution_id in ids:
         if execution_id in known:

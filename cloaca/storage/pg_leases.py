@@ -87,6 +87,11 @@ class PgLeaseStore:
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
 
+    @property
+    def store(self) -> PostgresStore:
+        """The store whose pool this lease store uses."""
+        return self._store
+
     def _pool(self) -> asyncpg.Pool:
         return self._store._require_pool()
 

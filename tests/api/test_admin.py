@@ -192,6 +192,7 @@ def test_create_tenant_provisions_schema_role_and_tables(
             assert [v[0] for v in versions] == [
                 *(f"{n:03d}" for n in range(10)),
                 "cloaca_0001",
+                "cloaca_0002",
             ]
             assert await conn.fetchval("SELECT count(*) FROM pipeline_executions") == 0
             await conn.execute("CREATE TABLE cloaca_own_table (id int)")

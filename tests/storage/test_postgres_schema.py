@@ -22,6 +22,8 @@ from tests.storage import pg_support as pg
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
 VERSIONS = ["000", "001", "002", "003", "004", "005", "006", "007", "008", "009"]
+OURS = ["cloaca_0001", "cloaca_0002"]
+"""cloaca's own additive migrations (SCHEMA.md 9), in order."""
 TABLES = [
     "__diesel_schema_migrations",
     "contexts",
@@ -94,9 +96,14 @@ async def test_fresh_schema_has_exactly_the_fixture_objects(
     assert mine == await pg.catalogue(conn, theirs)
     assert [name for name, _ in mine["tables"]] == TABLES
     assert [f[0] for f in mine["functions"]] == ["soft_delete", "update_timestamp"]
-    # cloaca's own additive migration (SCHEMA.md 9): the lease table, nothing else.
-    assert [table for table, _ in additions["tables"]] == ["cloaca_execution_leases"]
-    assert await versions(conn, ours) == [*VERSIONS, "cloaca_0001"]
+    # cloaca's own additive migrations (SCHEMA.md 9): the lease table, then the
+    # task offers and the runner table, nothing else.
+    assert [table for table, _ in additions["tables"]] == [
+        "cloaca_execution_leases",
+        "cloaca_runners",
+        "cloaca_task_offers",
+    ]
+    assert await versions(conn, ours) == [*VERSIONS, *OURS]
     # The CHECKs are spelt exactly as in the dump of Cloacina's own schema (the
     # loaded copy deparses them differently, hence the normalisation above).
     dump = pg.FIXTURE_DUMP.read_text(encoding="utf-8")
@@ -119,7 +126,7 @@ async def test_run_on_is_utc_and_only_version_is_inserted(
     await (await pg.make_postgres_store(name)).close()
     after = await conn.fetchval("SELECT (now() AT TIME ZONE 'UTC')")
     run_on = await conn.fetch(f'SELECT run_on FROM "{name}".__diesel_schema_migrations')
-    assert len(run_on) == 11  # Cloacina's 000-009 and cloaca_0001
+    assert len(run_on) == 12  # Cloacina's 000-009, cloaca_0001 and cloaca_0002
     assert all(before <= r[0] <= after for r in run_on)
 
 
@@ -148,11 +155,11 @@ async def test_concurrent_openers_of_one_new_schema_all_succeed(
             tg.start_soon(store.open)
     for store in stores:
         await store.close()
-    assert await versions(conn, name) == [*VERSIONS, "cloaca_0001"]
+    assert await versions(conn, name) == [*VERSIONS, *OURS]
     tables = await conn.fetchval(
         "SELECT count(*) FROM pg_tables WHERE schemaname = $1", name
     )
-    assert tables == len(TABLES) + 1  # and cloaca_0001's lease table
+    assert tables == len(TABLES) + 3  # and cloaca's lease, offer and runner tables
 
 
 async def test_schema_name_is_folded_and_tables_live_only_there(
@@ -250,7 +257,7 @@ async def test_pending_cloaca_migration_is_applied_once_and_recorded(
             tg.start_soon(store.open)
     for store in stores:
         await store.close()
-    assert await versions(conn, name) == [*VERSIONS, "cloaca_0001", "cloaca_9001"]
+    assert await versions(conn, name) == [*VERSIONS, *OURS, "cloaca_9001"]
     assert await conn.fetchval(
         "SELECT to_regclass($1) IS NOT NULL", f"{name}.cloaca_marker"
     )
@@ -270,7 +277,7 @@ async def test_fixture_opens_with_no_row_changed_and_reads_as_stored(
             set(after["__diesel_schema_migrations"])
             - set(before["__diesel_schema_migrations"])
         )
-        assert [row.split(",")[0] for row in added] == ["(cloaca_0001"]
+        assert [row.split(",")[0] for row in added] == ["(cloaca_0001", "(cloaca_0002"]
         after["__diesel_schema_migrations"] = [
             row for row in after["__diesel_schema_migrations"] if row not in added
         ]

@@ -1,0 +1,503 @@
+"""Task-level work sharing between runners on one PostgreSQL database.
+
+DESIGN.md, Scale-out: a runner dispatches the tasks it makes ready to its own
+executor first and leaves what exceeds its capacity for others to claim. Here,
+"exceeds" means: the attempt's turn has come (its start is journaled) but every
+slot of ``max_concurrent_tasks`` is taken and another runner is alive. Then the
+task actor offers the attempt (``cloaca.storage.offers``) instead of queueing
+silently, and waits for whichever comes first:
+
+* a local slot: it withdraws the offer (only possible while nobody holds a live
+  claim on it) and runs the attempt here, as it would have without sharing;
+* a result posted by the runner that claimed it: the attempt succeeded or failed
+  there, and the task actor reports it to its scheduler exactly as if it had run
+  here (retries, their backoff and the attempt budget stay the owner's).
+
+Only the owner of an execution ever journals a completion, under its execution
+lease, so sharing adds no second writer: a claimer's result is only a row in the
+offer table until the owner reads it. If the claimer dies, its claim expires;
+the offer is open again, to others and to the owner's next free slot. If the
+offer disappears (the owner's lease was taken over and the new owner dropped the
+offers, or a result read was lost with its connection), the attempt runs here:
+at-least-once, never a lost task.
+
+``TaskExchange`` is the owner's side (waiting attempts, wake-ups); the
+``Sharing`` actor is the claimer's side and the housekeeping: it announces the
+runner (so a runner alone offers nothing), renews its claims, claims offers
+when slots are free, runs them as ``ClaimedAttempt`` actors under the task
+supervisor, and reads results when their owner is woken (``LISTEN``).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Final
+
+import anyio
+import msgspec
+from structlog.contextvars import bound_contextvars
+
+from actors import Actor, Clock, deadline_scope
+from cloaca import registry
+from cloaca.logging import get_logger
+from cloaca.runtime.attempt import AttemptResult, TaskThreads, run_attempt
+from cloaca.runtime.messages import TaskRef
+from cloaca.storage.errors import StorageError
+from cloaca.storage.offers import ClaimedOffer, OfferResult, OfferStore
+from cloaca.storage.protocol import LeaseListener
+
+logger = get_logger(__name__)
+
+CLAIM_BATCH: Final = 16
+"""Most offers claimed per look."""
+
+MAX_CLAIMS: Final = 2
+"""Claims an offer may have before only its owner may run it: each claim whose
+claimer died without a result was one lost runner; a task that kills every
+runner it lands on should cost its owner, not the whole fleet."""
+
+
+class SharingStats:
+    """Counters of task sharing, for ``cloaca bench`` and tests.
+
+    Attributes:
+        offered: Attempts this runner offered to others.
+        withdrawn: Offers it took back to run here.
+        remote_results: Results of its offers that another runner posted.
+        claimed: Attempts of other runners it claimed.
+        posted: Results it posted for claimed attempts.
+        refused: Results it could not post (the claim was no longer its own).
+    """
+
+    __slots__ = (
+        "claimed",
+        "offered",
+        "posted",
+        "refused",
+        "remote_results",
+        "withdrawn",
+    )
+
+    def __init__(self) -> None:
+        self.offered = 0
+        self.withdrawn = 0
+        self.remote_results = 0
+        self.claimed = 0
+        self.posted = 0
+        self.refused = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Every counter by name."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class _Waiting:
+    """An offered attempt its task actor is waiting on."""
+
+    __slots__ = ("result", "wake")
+
+    def __init__(self) -> None:
+        self.wake = anyio.Event()
+        self.result: OfferResult | None = None
+
+    def answered(self) -> bool:
+        """A result arrived (a method: it changes while its attempt awaits)."""
+        return self.result is not None
+
+
+class TaskExchange:
+    """The owner's side of sharing: offers attempts, waits, withdraws.
+
+    Args:
+        offers: The offer store.
+        runner_id: This runtime's identity (its leases and offers).
+        ttl: Seconds a claim lasts without renewal.
+        clock: The actors' clock (waits between offer checks).
+    """
+
+    def __init__(
+        self, offers: OfferStore, runner_id: uuid.UUID, ttl: float, clock: Clock
+    ) -> None:
+        self.offers = offers
+        self.runner_id = runner_id
+        self.ttl = ttl
+        self.clock = clock
+        self.limiter: anyio.CapacityLimiter | None = None
+        """The executor's slots; set by the executor."""
+        self.peer_capacity = 0
+        """Attempt slots of the other live runners (from the last announcement)."""
+        self.accepting = True
+        """False while the runtime is stopped or leaving: no new offers or claims."""
+        self.offers_open = False
+        """Another runner announced offers that this one has not yet drained."""
+        self.stats = SharingStats()
+        self.announced = anyio.Event()
+        """Set once this runner announced itself and learnt its peers' capacity."""
+        self._waiting: dict[uuid.UUID, _Waiting] = {}
+        self._on_slot_free: Callable[[], None] | None = None
+
+    @property
+    def check_interval(self) -> float:
+        """Seconds between looks at an unanswered offer (its claimer may be dead)."""
+        return self.ttl / 3
+
+    def on_slot_free(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a slot frees while others' offers are open."""
+        self._on_slot_free = callback
+
+    def should_offer(self, limiter: anyio.CapacityLimiter) -> bool:
+        """Offer rather than queue: no slot is free and other runners have room."""
+        return (
+            self.accepting
+            and limiter.available_tokens < 1
+            and len(self._waiting) < self.peer_capacity
+        )
+
+    def slot_freed(self) -> None:
+        """An attempt left its slot: wake the oldest waiting offer, or claim."""
+        for waiting in self._waiting.values():
+            if not waiting.wake.is_set():
+                waiting.wake.set()
+                return
+        if self.offers_open and self._on_slot_free is not None:
+            self._on_slot_free()
+
+    def recheck(self) -> None:
+        """Offers changed hands (a claimer left): let waiting attempts look again."""
+        for waiting in self._waiting.values():
+            waiting.wake.set()
+
+    def deliver(self, results: list[OfferResult]) -> None:
+        """Hand results read from the offer table to the attempts waiting on them."""
+        for result in results:
+            waiting = self._waiting.get(result.task_execution_id)
+            if waiting is None:
+                continue  # its attempt ran here after all; a duplicate run
+            self.stats.remote_results += 1
+            waiting.result = result
+            waiting.wake.set()
+
+    async def run_shared(
+        self,
+        task: TaskRef,
+        input_json: str,
+        limiter: anyio.CapacityLimiter,
+        run_here: Callable[[], Awaitable[AttemptResult]],
+    ) -> AttemptResult:
+        """Run one attempt here or on another runner, whichever is first free.
+
+        ``run_here`` runs the attempt body; it is called holding a slot of
+        ``limiter``. Returns the attempt's result either way.
+        """
+        offers = self.offers
+        row_id = task.row_id
+        try:
+            await offers.offer(
+                task_execution_id=row_id,
+                execution_id=task.execution_id,
+                owner_id=self.runner_id,
+                task_name=task.task_name,
+                attempt=task.attempt,
+                input_json=input_json,
+            )
+        except StorageError as exc:
+            logger.warning("sharing.offer_failed", task=task.task_name, error=str(exc))
+            async with limiter:
+                return await run_here()
+        self.stats.offered += 1
+        waiting = _Waiting()
+        self._waiting[row_id] = waiting
+        try:
+            while True:
+                if waiting.result is not None:
+                    return AttemptResult(
+                        output_json=waiting.result.output_json,
+                        error=waiting.result.error,
+                    )
+                waiting.wake = anyio.Event()
+                if await self._withdraw_if_slot(waiting, row_id, limiter):
+                    try:
+                        return await run_here()
+                    finally:
+                        limiter.release_on_behalf_of(waiting)
+                async with deadline_scope(
+                    self.clock, self.clock.monotonic() + self.check_interval
+                ) as scope:
+                    await waiting.wake.wait()
+                timed_out = bool(scope.cancelled_caught)
+                if timed_out and not waiting.answered() and await self._gone(row_id):
+                    # Taken over, or its result was lost on the way: run it
+                    # here rather than lose it (at-least-once).
+                    async with limiter:
+                        return await run_here()
+        finally:
+            del self._waiting[row_id]
+
+    async def _withdraw_if_slot(
+        self, waiting: _Waiting, row_id: uuid.UUID, limiter: anyio.CapacityLimiter
+    ) -> bool:
+        """Take a free slot and the offer back; True holding the slot."""
+        try:
+            limiter.acquire_on_behalf_of_nowait(waiting)
+        except anyio.WouldBlock:
+            return False
+        try:
+            withdrawn = await self.offers.withdraw(row_id, self.runner_id)
+        except StorageError as exc:
+            logger.warning("sharing.withdraw_failed", error=str(exc))
+            withdrawn = False
+        except BaseException:
+            limiter.release_on_behalf_of(waiting)
+            raise
+        if withdrawn:
+            self.stats.withdrawn += 1
+            return True
+        limiter.release_on_behalf_of(waiting)
+        return False
+
+    async def _gone(self, row_id: uuid.UUID) -> bool:
+        try:
+            state = await self.offers.state(row_id, self.runner_id)
+        except StorageError as exc:
+            logger.warning("sharing.offer_check_failed", error=str(exc))
+            return False
+        if state is not None and state.finished:
+            # Posted, but its wake-up was missed: read it now.
+            self.deliver(await self._take_results())
+            return False
+        return state is None
+
+    async def _take_results(self) -> list[OfferResult]:
+        try:
+            return await self.offers.take_results(self.runner_id)
+        except StorageError as exc:
+            logger.warning("sharing.take_results_failed", error=str(exc))
+            return []
+
+
+# -- the claimer's side ----------------------------------------------------------
+
+
+class Look(msgspec.Struct, frozen=True):
+    """Claim open offers now (a wake-up, or a slot freed)."""
+
+
+class Results(msgspec.Struct, frozen=True):
+    """Results of this runner's offers were posted: read them."""
+
+
+class Housekeeping(msgspec.Struct, frozen=True):
+    """Announce the runner, renew claims, look for offers (the safety net)."""
+
+
+LOOK: Final = Look()
+RESULTS: Final = Results()
+HOUSEKEEPING: Final = Housekeeping()
+
+SharingMsg = Look | Results | Housekeeping
+
+
+class ClaimedAttempt(Actor[Look]):
+    """Runs one attempt claimed from another runner and posts its result."""
+
+    mailbox_capacity: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        offer: ClaimedOffer,
+        exchange: TaskExchange,
+        threads: TaskThreads,
+        timeout: float | None,
+    ) -> None:
+        self._offer = offer
+        self._exchange = exchange
+        self._threads = threads
+        self._timeout = timeout
+
+    async def on_start(self) -> None:
+        """Run at once."""
+        self.ref.send_nowait(LOOK)
+
+    async def handle(self, message: Look) -> None:
+        """Run the body in a slot, post the result, stop."""
+        offer, exchange = self._offer, self._exchange
+        limiter = exchange.limiter
+        assert limiter is not None
+        try:
+            spec = registry.get_task(offer.task_name)
+            async with limiter:
+                if spec is None:
+                    result = AttemptResult(error=f"Task not found: {offer.task_name}")
+                else:
+                    with bound_contextvars(
+                        execution_id=str(offer.execution_id),
+                        task=offer.task_name,
+                        attempt=offer.attempt,
+                        owner=str(offer.owner_id),
+                    ):
+                        result = await run_attempt(
+                            spec,
+                            offer.input_json,
+                            time_limit=self._timeout,
+                            threads=self._threads,
+                        )
+            try:
+                posted = await exchange.offers.post_result(
+                    offer.task_execution_id,
+                    exchange.runner_id,
+                    attempt=offer.attempt,
+                    output_json=result.output_json,
+                    error=result.error,
+                )
+            except StorageError as exc:
+                # The claim expires and the owner or another runner runs it again.
+                logger.warning("sharing.post_failed", error=str(exc))
+                posted = False
+            if posted:
+                exchange.stats.posted += 1
+            else:
+                exchange.stats.refused += 1
+        finally:
+            exchange.slot_freed()
+        self.stop()
+
+
+class Sharing(Actor[SharingMsg]):
+    """The claimer's side of sharing and its housekeeping (see the module).
+
+    Between messages it waits for the next round of housekeeping; a message
+    (a wake-up from ``LISTEN``, a freed slot) ends the wait at once (``poke``).
+
+    Args:
+        exchange: This runtime's exchange.
+        capacity: ``max_concurrent_tasks``, announced to the other runners.
+        start_attempt: Starts a ``ClaimedAttempt`` under the task supervisor.
+        interval: Seconds between rounds of housekeeping (announcement, claim
+            renewal, the safety-net look); a third of the claim time at most.
+    """
+
+    mailbox_capacity: ClassVar[float] = math.inf
+
+    def __init__(
+        self,
+        exchange: TaskExchange,
+        capacity: int,
+        start_attempt: Callable[[ClaimedOffer], None],
+        interval: float,
+    ) -> None:
+        self._exchange = exchange
+        self._capacity = capacity
+        self._start_attempt = start_attempt
+        self._interval = interval
+        self._listener: LeaseListener | None = None
+        self._due = -math.inf
+        self._sleeping: anyio.CancelScope | None = None
+
+    async def on_start(self) -> None:
+        """Announce the runner at once."""
+        self.ref.send_nowait(HOUSEKEEPING)
+
+    async def on_stop(self, reason: object) -> None:
+        """Close the listening connection."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
+    def poke(self, message: SharingMsg) -> None:
+        """Deliver ``message`` and end the wait for housekeeping (on the loop)."""
+        self.ref.send_nowait(message)
+        if self._sleeping is not None:
+            self._sleeping.cancel()
+
+    def _offered(self) -> None:
+        self._exchange.offers_open = True
+        # Perhaps handed back by a claimer that left: this runner's own waiting
+        # attempts may take theirs back at once if a slot is free.
+        self._exchange.recheck()
+        self.poke(LOOK)
+
+    def _done(self) -> None:
+        self.poke(RESULTS)
+
+    async def handle(self, message: SharingMsg) -> None:
+        """One look, read or round of housekeeping; then wait for the next."""
+        exchange = self._exchange
+        match message:
+            case Look():
+                await self._look()
+            case Results():
+                exchange.deliver(await exchange._take_results())
+            case Housekeeping():
+                pass
+        if self.clock.monotonic() >= self._due:
+            await self._housekeeping()
+            self._due = self.clock.monotonic() + self._interval
+        with anyio.CancelScope() as scope:
+            self._sleeping = scope
+            try:
+                await self.clock.sleep_until(self._due)
+            finally:
+                self._sleeping = None
+        if not scope.cancel_called:
+            self.ref.send_nowait(HOUSEKEEPING)
+
+    async def _housekeeping(self) -> None:
+        exchange = self._exchange
+        try:
+            exchange.peer_capacity = await exchange.offers.register(
+                exchange.runner_id, self._capacity, exchange.ttl
+            )
+            await exchange.offers.renew_claims(exchange.runner_id, exchange.ttl)
+        except StorageError as exc:
+            logger.warning("sharing.housekeeping_failed", error=str(exc))
+        else:
+            exchange.announced.set()
+        await self._keep_listening()
+        # A wake-up may have been missed while the listener was down.
+        exchange.offers_open = True
+        await self._look()
+        exchange.deliver(await exchange._take_results())
+
+    async def _keep_listening(self) -> None:
+        listener = self._listener
+        if listener is not None and listener.alive:
+            return
+        self._listener = None
+        if listener is not None:
+            await listener.aclose()
+        exchange = self._exchange
+        try:
+            self._listener = await exchange.offers.listen(
+                exchange.runner_id, on_offered=self._offered, on_done=self._done
+            )
+        except StorageError as exc:
+            logger.warning("sharing.listen_failed", error=str(exc))
+
+    async def _look(self) -> None:
+        exchange = self._exchange
+        limiter = exchange.limiter
+        if not exchange.accepting or not exchange.offers_open or limiter is None:
+            return
+        free = int(limiter.available_tokens)
+        if free < 1:
+            return  # slot_freed asks again
+        limit = min(free, CLAIM_BATCH)
+        try:
+            claimed = await exchange.offers.claim(
+                runner_id=exchange.runner_id,
+                task_names=registry.task_names(),
+                limit=limit,
+                ttl=exchange.ttl,
+                max_claims=MAX_CLAIMS,
+            )
+        except StorageError as exc:
+            logger.warning("sharing.claim_failed", error=str(exc))
+            return
+        if len(claimed) < limit:
+            exchange.offers_open = False
+        for offer in claimed:
+            exchange.stats.claimed += 1
+            self._start_attempt(offer)
