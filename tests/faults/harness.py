@@ -12,7 +12,7 @@ gracefully and checks every invariant from the database:
 * no acknowledged result was lost and no completion was recorded twice (one
   metadata row per completed task, none for others);
 * re-runs of task bodies are bounded by the crashes and connection cuts;
-* no lease is left, by a dead runner or any other;
+* no lease is left, by a dead runner or any other, and no task offer;
 * a ``Failed`` execution is only one whose task kept dying with its runner.
 
 Short seeded mode runs in CI (``tests/faults/test_sigkill_harness.py``); the long
@@ -90,6 +90,9 @@ class Report(msgspec.Struct, kw_only=True):
     task_runs: int = 0
     re_runs: int = 0
     re_run_bound: int = 0
+    shared_claims: int = 0
+    """Attempts runners claimed from another runner's offers (task-level
+    sharing), as reported by runners that left gracefully: a lower bound."""
     seconds: float = 0.0
     kept: str | None = None
     violations: list[str] = msgspec.field(default_factory=list)
@@ -100,10 +103,14 @@ class _Runner:
     process: subprocess.Popen[str]
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     runner_id: str | None = None
+    reader: threading.Thread | None = None
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait for the process to exit, then close its pipe."""
+        """Wait for the process to exit and its output to be read, then close it."""
         code = self.process.wait(timeout=timeout)
+        if self.reader is not None:
+            # The pipe reaches EOF once the process is gone: every line is queued.
+            self.reader.join(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
         return code
@@ -114,7 +121,8 @@ class _Runner:
             for line in self.process.stdout:
                 self.lines.put(line.strip())
 
-        threading.Thread(target=read, daemon=True).start()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
 
     def wait_ready(self, timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -385,7 +393,18 @@ class Harness:
                 self.report.self_kills += 1  # a fault point fired while leaving
             elif code != 0:
                 self.report.violations.append(f"a runner left with status {code}")
+            self._count_shared(runner)
         self.runners = []
+
+    def _count_shared(self, runner: _Runner) -> None:
+        while True:
+            try:
+                line = runner.lines.get_nowait()
+            except queue.Empty:
+                return
+            if line.startswith("left "):
+                stats = json.loads(line.removeprefix("left "))
+                self.report.shared_claims += int(stats.get("claimed", 0))
 
     async def _check_leases(self, when: str) -> None:
         rows = await self._query(
@@ -393,6 +412,9 @@ class Harness:
         )
         if rows:
             self.report.violations.append(f"{len(rows)} leases left {when}")
+        offers = await self._query("SELECT task_execution_id FROM cloaca_task_offers")
+        if offers and not self.runners:
+            self.report.violations.append(f"{len(offers)} task offers left {when}")
 
     async def _check(self) -> None:
         report = self.report

@@ -13,6 +13,7 @@ journal batch commits, so an acknowledged or unacknowledged batch is cut off);
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -77,7 +78,9 @@ async def serve(url: str, schema: str, ttl: float) -> None:
             print(f"ready {runtime.runner_id} {os.getpid()}", flush=True)
             async for _ in signals:
                 break
-    print("left", flush=True)
+    exchange = runtime.exchange
+    shared = exchange.stats.as_dict() if exchange is not None else {}
+    print(f"left {json.dumps(shared)}", flush=True)
 
 
 def main() -> None:
