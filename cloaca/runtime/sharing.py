@@ -26,6 +26,11 @@ at-least-once, never a lost task.
 runner (so a runner alone offers nothing), renews its claims, claims offers
 when slots are free, runs them as ``ClaimedAttempt`` actors under the task
 supervisor, and reads results when their owner is woken (``LISTEN``).
+
+Limits, known and accepted: an attempt decides to offer when its turn comes, so
+one already queued for a local slot when a peer appears stays local; a runner
+learns of a new peer at its next announcement (a few seconds at most); at most
+the peers' total capacity is offered at once.
 """
 
 from __future__ import annotations
