@@ -16,9 +16,16 @@ import math
 import anyio
 from anyio.lowlevel import checkpoint as _anyio_checkpoint
 
-__all__ = ("checkpoint", "new_cancel_scope", "new_event")
+__all__ = ("checkpoint", "new_cancel_scope", "new_event", "running_loop")
 
 _running_loop = asyncio._get_running_loop
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio event loop, or None on any other backend."""
+    return _running_loop()
+
+
 _event_class: type[anyio.Event] | None = None
 _scope_class: type[anyio.CancelScope] | None = None
 

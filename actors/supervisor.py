@@ -14,6 +14,7 @@ slot owns its mailbox, so refs stay valid across restarts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import math
@@ -24,11 +25,12 @@ import anyio
 import msgspec
 import structlog
 
-from ._backend import new_cancel_scope
+from ._backend import new_cancel_scope, running_loop
 from .actor import (
     SHUTDOWN,
     STOP,
     Actor,
+    InjectFault,
     InstantStart,
     StartFailed,
     current_actor,
@@ -201,6 +203,9 @@ class Supervisor(Actor[Any]):
         self._due: set[_Slot] = set()
         self._groups: dict[int, list[_Slot]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        # Instant-start children on asyncio run in plain tasks (see _launch).
+        self._hosted: set[asyncio.Task[None]] = set()
+        self._reaping = False
         self._serving = False
         self._starts = 0
         self._restarts = 0
@@ -322,6 +327,7 @@ class Supervisor(Actor[Any]):
     async def _lifecycle(
         self, task_status: anyio.abc.TaskStatus[StartFailed | None]
     ) -> ExitReason | None:
+        self._reaping = False
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -343,6 +349,7 @@ class Supervisor(Actor[Any]):
             return reason
         finally:
             self._serving = False
+            await self._reap_hosted()
             # Cancelled with us, children never report; their mailboxes close here.
             for slot in self._children.values():
                 slot.state = _DONE
@@ -490,11 +497,24 @@ class Supervisor(Actor[Any]):
                     supervisor=self.name, child_id=slot.spec.id, incarnation=incarnation
                 )
             )
-            tg.start_soon(
-                functools.partial(
-                    run_actor, actor, scope, on_exit, task_status=InstantStart(on_exit)
+            status = InstantStart(on_exit)
+            loop = running_loop()
+            if loop is None:
+                tg.start_soon(
+                    functools.partial(
+                        run_actor, actor, scope, on_exit, task_status=status
+                    )
                 )
+                return None
+            # A plain asyncio task instead of a task group child: anyio's spawn (a
+            # task handle with its own cancel scope and event) cost more than the
+            # whole start. ``scope`` stops it as it stops any child; _reap_hosted
+            # does what the task group would do when the supervisor goes down.
+            task = loop.create_task(
+                run_actor(actor, scope, on_exit, task_status=status)
             )
+            self._hosted.add(task)
+            task.add_done_callback(self._hosted_done)
             return None
         failed: StartFailed | None = await tg.start(run_actor, actor, scope, on_exit)
         if failed is not None:
@@ -510,8 +530,49 @@ class Supervisor(Actor[Any]):
             )
         return None
 
+    def _hosted_done(self, task: asyncio.Task[None]) -> None:
+        self._hosted.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        # run_actor never raises an Exception; if it did, fail loudly, as the
+        # task group would have: crash the supervisor with it.
+        mailbox = self._mailbox
+        if self._serving and mailbox is not None and not mailbox.is_dead:
+            mailbox.post_system(InjectFault(error=error))
+        else:
+            logger.error(
+                "actors.child.task_failed",
+                supervisor=self.name,
+                error=f"{type(error).__name__}: {error}",
+            )
+
+    async def _reap_hosted(self) -> None:
+        """Stop the plain-task children still running as the supervisor ends.
+
+        Only when the supervisor is cancelled (its own stop stops every child
+        first): like task group children cancelled with it, they run ``on_stop``
+        and do not report.
+        """
+        hosted = [task for task in self._hosted if not task.done()]
+        if not hosted:
+            return
+        self._reaping = True
+        for slot in self._children.values():
+            if slot.alive and slot.scope is not None:
+                slot.scope.cancel()
+        with new_cancel_scope(shield=True):
+            await asyncio.wait(hosted)
+
     def _child_exited(self, slot: _Slot, incarnation: int, reason: ExitReason) -> None:
         """Runs in the child's task, synchronously, as its incarnation ends."""
+        if self._reaping:
+            slot.alive = False
+            if slot.exit_event is not None:
+                slot.exit_event.set()
+            return
         name = self.name
         if not slot.announced:
             # The child exited before start() returned to us; keep events in order.

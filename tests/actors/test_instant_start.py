@@ -203,3 +203,25 @@ async def test_shutdown_stops_instant_children(recorder: Recorder) -> None:
     assert log == ["start 1", "started 1", "got ping", "stop Shutdown"]
     exited = child_events(recorder, ChildExited)
     assert [(e.child_id, type(e.reason)) for e in exited] == [("job", Shutdown)]
+
+
+async def test_a_supervisor_killed_takes_its_instant_children_along(
+    recorder: Recorder,
+) -> None:
+    log: list[str] = []
+    async with ActorSystem(monitor=recorder) as system:
+        sup = Supervisor()
+        await system.spawn(
+            ChildSpec("sup", lambda: sup, Restart.TEMPORARY, ShutdownPolicy.brutal())
+        )
+        ref = await sup.start_child(
+            ChildSpec("job", lambda: Instant(log), Restart.PERMANENT)
+        )
+        assert await ref.ask("ping") == "ping"
+        recorder.clear()
+        with anyio.fail_after(5):
+            await system.root.terminate_child("sup")
+        # Cancelled with its supervisor: on_stop ran, no exit of its own reported.
+        assert log == ["start 1", "started 1", "got ping", "stop Shutdown"]
+        assert child_events(recorder, ChildExited) == []
+        assert not ref.is_alive
