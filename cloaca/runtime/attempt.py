@@ -12,6 +12,7 @@ thread's late result is discarded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import inspect
@@ -19,7 +20,7 @@ import queue
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -31,6 +32,8 @@ from cloaca.logging import get_logger
 from cloaca.task import TaskSpec
 
 logger = get_logger(__name__)
+
+_running_loop = asyncio._get_running_loop
 
 TASK_ERROR_PREFIX = texts.TASK_EXECUTION_FAILED_PREFIX
 """API.md 4.4: the error text of a task that raised."""
@@ -74,6 +77,12 @@ _Job = tuple[
 ]
 
 
+TIMED_OUT: Final[Any] = object()
+"""What `TaskThreads.run` returns when its ``time_limit`` passed first."""
+
+_Done = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
 class TaskThreads:
     """Reusable worker threads for the bodies of sync tasks.
 
@@ -84,9 +93,22 @@ class TaskThreads:
     abandoned body; the next attempt gets another worker, so a stuck body never
     takes a slot away. The caller's contextvars travel with the job (structlog's
     bound vars reach the task's logs). Off asyncio it falls back to anyio.
+
+    Results come back to the loop in batches: a finished worker queues its
+    result and wakes the loop only if no wake-up is pending, so attempts that
+    finish together cost one wake-up of the loop, not one each.
     """
 
-    __slots__ = ("_closed", "_idle", "_lock", "_name", "_started")
+    __slots__ = (
+        "_closed",
+        "_done",
+        "_idle",
+        "_lock",
+        "_loop",
+        "_name",
+        "_started",
+        "_wake_pending",
+    )
 
     def __init__(self, name: str = "cloaca-task") -> None:
         self._name = name
@@ -95,24 +117,45 @@ class TaskThreads:
         self._closed = False
         # Only a worker going idle races with close(); the loop pops alone.
         self._lock = threading.Lock()
+        # Results waiting for the loop (appended by workers, drained on the loop).
+        self._done: collections.deque[_Done] = collections.deque()
+        self._wake_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, time_limit: float | None = None
+    ) -> Any:
         """Run ``fn(*args)`` in a worker thread and return (or raise) its result.
 
-        Cancelling the caller abandons the call: its thread finishes on its own
-        and the result is discarded.
+        With ``time_limit`` (seconds), return `TIMED_OUT` once that much time
+        has passed without a result. Cancelling the caller, or the time limit,
+        abandons the call: its thread finishes on its own and the result is
+        discarded.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return await anyio.to_thread.run_sync(
-                functools.partial(fn, *args), abandon_on_cancel=True
-            )
+        loop = _running_loop()
+        if loop is None:
+            call = functools.partial(fn, *args)
+            if time_limit is None:
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            with anyio.move_on_after(time_limit):
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            return TIMED_OUT
+        if self._loop is not loop:
+            # A new loop (a restarted runtime): results wake that one.
+            self._loop = loop
+            self._wake_pending = False
         future: asyncio.Future[Any] = loop.create_future()
         idle = self._idle
         jobs = idle.pop() if idle else self._spawn()
         jobs.put((loop, future, contextvars.copy_context(), fn, args))
-        return await future
+        if time_limit is None:
+            return await future
+        # A timer on the future instead of a cancel scope around the wait.
+        timer = loop.call_later(time_limit, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         """Let every worker exit once it is idle."""
@@ -147,7 +190,13 @@ class TaskThreads:
             except BaseException as exc:
                 error = exc
             try:
-                loop.call_soon_threadsafe(_deliver, future, result, error)
+                if loop is self._loop:
+                    self._done.append((future, result, error))
+                    if not self._wake_pending:
+                        self._wake_pending = True
+                        loop.call_soon_threadsafe(self._drain)
+                else:
+                    loop.call_soon_threadsafe(_deliver, future, result, error)
             except RuntimeError:
                 return  # the loop is closed: nobody waits any more
             del loop, future, context, fn, args, result, error
@@ -156,16 +205,30 @@ class TaskThreads:
                     return
                 self._idle.append(jobs)
 
+    def _drain(self) -> None:
+        """On the loop: hand every queued result to its waiting attempt."""
+        # Cleared before popping: a result queued after this line either is
+        # popped below or schedules a drain of its own.
+        self._wake_pending = False
+        done = self._done
+        while done:
+            _deliver(*done.popleft())
+
 
 def _deliver(
     future: asyncio.Future[Any], result: Any, error: BaseException | None
 ) -> None:
-    if future.cancelled():
-        return
+    if future.done():
+        return  # cancelled or timed out: the result is discarded
     if error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(TIMED_OUT)
 
 
 class _Abandoned:
@@ -340,17 +403,25 @@ async def run_attempt(
             return await _resume_pending(spec, unlimited, input_json)
         return unlimited
     if spec.is_async:
-        with anyio.move_on_after(time_limit) as scope:
+        with anyio.move_on_after(time_limit):
             return await _run_async(spec, input_json)
         return AttemptResult(error=timeout_text(spec.id, time_limit), timed_out=True)
 
     abandoned = _Abandoned()
-    outcome: AttemptResult | _Pending | None = None
-    with anyio.move_on_after(time_limit) as scope:
-        outcome = await threads.run(_run_sync, spec, input_json, abandoned)
-        if isinstance(outcome, _Pending):
-            outcome = await _resume_pending(spec, outcome, input_json)
-    if scope.cancelled_caught or not isinstance(outcome, AttemptResult):
+    loop = _running_loop()
+    started = anyio.current_time() if loop is None else loop.time()
+    outcome: AttemptResult | _Pending | None = await threads.run(
+        _run_sync, spec, input_json, abandoned, time_limit=time_limit
+    )
+    if isinstance(outcome, _Pending):
+        # The rare rest on the loop (an awaitable result or callback) gets what
+        # is left of the time limit.
+        now = anyio.current_time() if loop is None else loop.time()
+        left = time_limit - (now - started)
+        pending, outcome = outcome, None
+        with anyio.move_on_after(left):
+            outcome = await _resume_pending(spec, pending, input_json)
+    if not isinstance(outcome, AttemptResult):
         abandoned.set()
         logger.warning(
             "task.attempt.abandoned_thread", task=spec.name, timeout_s=time_limit

@@ -1,0 +1,99 @@
+"""``TaskThreads``: the worker threads that run sync task bodies."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from cloaca.runtime.attempt import TIMED_OUT, TaskThreads
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def threads() -> Iterator[TaskThreads]:
+    pool = TaskThreads(name="test-task")
+    yield pool
+    pool.close()
+
+
+async def test_results_of_calls_finishing_together_reach_their_callers(
+    threads: TaskThreads,
+) -> None:
+    # Every body waits at the barrier, so they finish (and report) together.
+    count = 24
+    barrier = threading.Barrier(count)
+    results: dict[int, Any] = {}
+
+    def body(n: int) -> str:
+        barrier.wait(timeout=10)
+        return f"result {n}"
+
+    async def call(n: int) -> None:
+        results[n] = await threads.run(body, n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(count):
+            tg.start_soon(call, n)
+    assert results == {n: f"result {n}" for n in range(count)}
+
+
+async def test_an_exception_of_the_body_reaches_the_caller(
+    threads: TaskThreads,
+) -> None:
+    def body() -> None:
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        await threads.run(body)
+    assert await threads.run(lambda: 7) == 7
+
+
+async def test_a_call_past_its_time_limit_is_abandoned(threads: TaskThreads) -> None:
+    release = threading.Event()
+    finished = threading.Event()
+
+    def stuck() -> str:
+        release.wait(timeout=10)
+        finished.set()
+        return "late"
+
+    assert await threads.run(stuck, time_limit=0.05) is TIMED_OUT
+    # The stuck body keeps its thread; the next call gets another one.
+    assert await threads.run(lambda: "next", time_limit=5.0) == "next"
+    release.set()
+    await anyio.to_thread.run_sync(finished.wait, 10)
+    # Its late result was discarded; the pool still serves calls.
+    assert await threads.run(lambda: "after") == "after"
+
+
+async def test_cancelling_the_caller_abandons_the_call(threads: TaskThreads) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def stuck() -> str:
+        started.set()
+        release.wait(timeout=10)
+        return "late"
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                await threads.run(stuck)
+
+            tg.start_soon(call)
+            await anyio.to_thread.run_sync(started.wait, 10)
+            scope.cancel()
+    assert scope.cancelled_caught
+    release.set()
+    assert await threads.run(lambda: "after") == "after"
