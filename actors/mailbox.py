@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -27,7 +27,7 @@ from .clock import Clock
 from .envelope import Envelope
 from .errors import ActorDeadError, MailboxClosedError
 
-__all__ = ("Mailbox", "MailboxStatistics", "SystemMessage")
+__all__ = ("Mailbox", "MailboxStatistics", "SystemMessage", "Tap")
 
 M = TypeVar("M")
 
@@ -87,6 +87,44 @@ _REFUSED: Final = 2
 NOTHING: Final[Any] = object()
 
 
+class Tap(Protocol):
+    """An interception point for message traffic (`actors.simulation` installs one).
+
+    A mailbox made while a tap is installed hands it every user message that finds
+    room in the queue (instead of queueing it) and every wait of its actor's
+    receive loop (`get`). The tap owns the consequences: it queues what it was
+    handed with `Mailbox.accept`, now or later, and receives with
+    `Mailbox.receive`. Mailboxes made without a tap pay one attribute test per
+    send and per receive.
+    """
+
+    def deliver(self, mailbox: Mailbox[Any], item: Any) -> None:
+        """Queue ``item`` now, later, or (once the mailbox is closed) never."""
+        ...
+
+    async def get(self, mailbox: Mailbox[Any]) -> Any:
+        """Stand in for `Mailbox.get` (the receive loop's wait for a message).
+
+        Returns the next user message or `NOTHING`; returning `NOTHING` without
+        waiting is allowed only with a control message queued for the loop.
+        """
+        ...
+
+    def flush(self, mailbox: Mailbox[Any]) -> None:
+        """Queue at once whatever is held for ``mailbox`` (it is about to close)."""
+        ...
+
+
+_tap: Tap | None = None
+"""The tap new mailboxes get; set only by `actors.simulation`."""
+
+
+def set_tap(tap: Tap | None) -> None:
+    """Install ``tap`` for mailboxes made from now on (None: stop intercepting)."""
+    global _tap
+    _tap = tap
+
+
 class Mailbox(Generic[M]):
     """The message queue of one actor slot.
 
@@ -110,6 +148,7 @@ class Mailbox(Generic[M]):
         "_senders",
         "_state",
         "_system",
+        "_tap",
         "clock",
         "name",
     )
@@ -129,6 +168,7 @@ class Mailbox(Generic[M]):
         self._state: int = OPEN
         # The receive loop's wake-up while it waits on the user lane.
         self._receiver: anyio.Event | None = None
+        self._tap = _tap
 
     @property
     def is_open(self) -> bool:
@@ -167,6 +207,9 @@ class Mailbox(Generic[M]):
         queue = self._queue
         if len(queue) >= self._capacity:
             raise anyio.WouldBlock
+        if self._tap is not None:
+            self._tap.deliver(self, item)
+            return
         queue.append(item)
         self._notify()
 
@@ -185,6 +228,9 @@ class Mailbox(Generic[M]):
             raise self._refusal()
         queue = self._queue
         if len(queue) < self._capacity and not self._senders:
+            if self._tap is not None:
+                self._tap.deliver(self, item)
+                return
             queue.append(item)
             self._notify()
             return
@@ -217,6 +263,9 @@ class Mailbox(Generic[M]):
         A checkpoint even when a message is waiting (the loop stays cancellable
         and fair). Returns `NOTHING` when woken without one (`wake`, `close`).
         """
+        if self._tap is not None:
+            return await self._tap.get(self)
+        # Inline rather than a call to `receive`: one await less per message.
         if self._queue:
             await checkpoint()
             if self._queue:
@@ -229,6 +278,42 @@ class Mailbox(Generic[M]):
         finally:
             self._receiver = None
         return self._take() if self._queue else NOTHING
+
+    async def receive(self) -> Any:
+        """What `get` does without a tap (for a `Tap`'s own ``get``)."""
+        if self._queue:
+            await checkpoint()
+            if self._queue:
+                return self._take()
+        if self._state == DEAD:
+            return NOTHING
+        event = self._receiver = new_event()
+        try:
+            await event.wait()
+        finally:
+            self._receiver = None
+        return self._take() if self._queue else NOTHING
+
+    def put_back(self, item: Any) -> None:
+        """Return a message a `Tap` received to the head of the queue."""
+        self._queue.appendleft(item)
+
+    def accept(self, item: Any) -> None:
+        """Queue ``item`` a `Tap` held; past capacity and closed intake alike.
+
+        The tap accepted it while the mailbox had room and was open, so it is
+        queued as the send would have queued it then. Into a dead mailbox an ask
+        fails as `close` fails queued asks, and a tell is dropped.
+        """
+        if self._state == DEAD:
+            if type(item) is Envelope:
+                item.fail(
+                    f"actor {self.name!r} stopped before handling the request",
+                    actor=self.name,
+                )
+            return
+        self._queue.append(item)
+        self._notify()
 
     def get_nowait(self) -> Any:
         """Return the next user message.
@@ -257,6 +342,8 @@ class Mailbox(Generic[M]):
 
     def close_intake(self) -> None:
         """Refuse new user messages; the actor drains the queued ones, then stops."""
+        if self._tap is not None:
+            self._tap.flush(self)
         if self._state == OPEN:
             self._state = CLOSING
             self._notify()
@@ -269,6 +356,9 @@ class Mailbox(Generic[M]):
         """
         if self._state == DEAD:
             return
+        if self._tap is not None:
+            # Held messages were accepted before the close: they fail with the rest.
+            self._tap.flush(self)
         self._state = DEAD
         # Blocked senders are withdrawn first (they get ActorDeadError); their
         # messages never entered the queue.
