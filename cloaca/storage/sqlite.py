@@ -28,7 +28,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Final, assert_never
+from typing import Any, ClassVar, Final, assert_never
 
 import aiosqlite
 import anyio
@@ -562,6 +562,10 @@ class SqliteStore(SqliteScheduleStore):
         InvalidDatabaseUrl: ``url`` is not a valid SQLite URL.
     """
 
+    _connect: ClassVar[Callable[..., Any]] = staticmethod(aiosqlite.connect)
+    """Makes the connection: aiosqlite's, or the simulation's inline shim
+    (``cloaca.storage.sqlite_inline``)."""
+
     def __init__(self, url: str, *, migrations: MigrationSet | None = None) -> None:
         self._location: SqliteLocation = parse_sqlite_url(url)
         self._display = mask_password(url)
@@ -655,7 +659,7 @@ class SqliteStore(SqliteScheduleStore):
             if self._conn is not None:
                 return
             database, uri = self._location.connect_target()
-            conn = aiosqlite.connect(
+            conn: aiosqlite.Connection = self._connect(
                 database,
                 uri=uri,
                 isolation_level=None,
