@@ -1,43 +1,56 @@
 """Writing one batch of journal entries to PostgreSQL in few round trips.
 
-A batch is applied in one transaction, but not one statement per entry: entries
-about different executions commute, so they are grouped and each group is one
-``executemany`` (asyncpg pipelines its rows into a single round trip). Entries about
-the same execution must keep their order (a task may be started, retried, started
-again and completed in one batch), so each entry gets a *phase*: its index among
-the batch's entries of the same execution. Entries are stable-sorted by (phase,
-kind) and every (phase, kind) run becomes one group; a group therefore holds at
-most one entry per execution, and phase ``n`` of an execution runs after its phase
-``n - 1``.
+A batch is applied in one transaction, and most batches in one statement: the
+batch is cut into *phases*, and each phase is one statement whose
+data-modifying ``WITH`` parts write every row of the phase (one part per named
+statement of ``queries.sql``, each set-based over one array per column with
+``unnest``). A batch of a busy runner (new executions, starts, completions and
+finishes of dozens of executions) thus costs one or two round trips, plus the
+transaction's ``BEGIN`` and ``COMMIT``.
 
-Task entries without an ``execution_id`` (``TaskReady``, ``TaskStarted``, ...) are
-keyed by the execution that another entry of the same batch ties them to
-(``ExecutionCreated``'s tasks, ``TaskCompleted``, ``TaskReset``, ``TaskAbandoned``),
-or else by their own task id. That is enough for correctness: the only writes that
-depend on rows written by another entry are the task rows of an
-``ExecutionCreated`` and the final context of an ``ExecutionFinished``, and both
-are always tied to the execution.
+Phases. The parts of one statement all see the rows as they were before the
+statement, and PostgreSQL does not say which of two changes of one row in one
+statement wins. So two entries that write the same row go in different phases,
+in batch order: a task may be started, retried, started again and completed in
+one batch. An entry's rows are its execution row (``ExecutionCreated``,
+``ExecutionRunning``, ``ExecutionFinished``) or its task row (every task entry,
+including the metadata row keyed by that task), plus the task rows an
+``ExecutionCreated`` inserts. Entries that write different rows commute and
+share a phase. The only reads of rows another entry writes are foreign keys
+(checked at the end of each statement, so a row inserted by another part of the
+same statement counts) and a finished execution's ``context_id``, which names a
+context a ``TaskCompleted`` inserted: the finish goes in that phase or a later
+one. An entry's phase is therefore the earliest that follows every earlier
+entry writing one of its rows and that is not before the context it names.
 
-Each statement is set-based: one array per column, one row per element
-(``unnest``), so a group costs one round trip per table it writes. The contract is
-strict, as on SQLite: an UPDATE returns the ids it touched, and an entry naming a
-row that does not exist raises ``StorageError`` (naming the id), a start of a task
-that is not ``Ready``/``NotStarted`` raises ``Conflict`` (naming the task and its
-status), a duplicate id raises ``Conflict`` from the unique index, and a naive
-``datetime`` raises ``StorageError`` before anything is written. The raise happens
+Leases (``lease=``, used by ``pg_leases.PgLeaseStore.apply_leased``) join the
+first statement as three more parts: insert the leases of executions the batch
+creates, renew the ones it touches, delete the ones of executions it finishes.
+Renewals and deletions lock the lease rows until the batch commits (so no
+claimer can take one over in between) and return the rows they found; a touched
+execution whose lease row was not this runner's is lost, and the batch raises
+``LeaseLost`` before anything is committed.
+
+Strictness, as on SQLite: each UPDATE part returns the ids it touched and the
+statement returns the ids a part missed. An entry naming a row that does not
+exist raises ``StorageError`` (naming the id), a start of a task that is not
+``Ready``/``NotStarted`` raises ``Conflict`` (naming the task and its status), a
+duplicate id raises ``Conflict`` from the unique index, and a naive ``datetime``
+raises ``StorageError`` before anything is sent. A lost lease wins over those
+(the other runner's writes are the likely reason for them). The raise happens
 inside the batch's transaction, so nothing of the batch is kept. Consequently
-``apply`` is not idempotent: a batch that did commit fails with ``Conflict`` when
-applied again.
+``apply`` is not idempotent: a batch that did commit fails with ``Conflict``
+when applied again.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final
 
 import asyncpg
 
@@ -56,33 +69,44 @@ from cloaca.storage.journal import (
     TaskSkipped,
     TaskStarted,
 )
+from cloaca.storage.leases import LeaseLost
 from cloaca.storage.queries import load_queries
 
-__all__ = ("apply_batch", "naive_utc", "plan_batch")
+__all__ = ("BatchLease", "apply_batch", "batch_statement", "naive_utc", "plan_batch")
 
 Row = tuple[object, ...]
-_E = TypeVar("_E")
+Phase = list[JournalEvent]
 
-# Creation first: within a phase the order of kinds does not matter for
-# correctness (see the module docstring), but a fixed order keeps plans stable.
-_KIND_ORDER: Final[dict[type, int]] = {
-    kind: rank
-    for rank, kind in enumerate(
-        (
-            ExecutionCreated,
-            ExecutionRunning,
-            TaskReady,
-            TaskStarted,
-            TaskCompleted,
-            TaskRetryScheduled,
-            TaskFailed,
-            TaskSkipped,
-            TaskReset,
-            TaskAbandoned,
-            ExecutionFinished,
-        )
-    )
+# The parts of a statement, in the order they appear in it. Within a phase the
+# order does not matter for correctness (its rows are disjoint); a fixed order
+# keeps the statement text, hence asyncpg's prepared statement, per shape.
+_INSERTS: Final = (
+    "insert_contexts",
+    "insert_executions",
+    "insert_tasks",
+    "upsert_task_metadata",
+    "insert_recovery_events",
+)
+# UPDATE parts and the table whose rows they must all find (first column: id).
+_UPDATES: Final[dict[str, str]] = {
+    "mark_executions_running": "pipeline_executions",
+    "mark_tasks_ready": "task_executions",
+    "start_tasks": "task_executions",
+    "complete_tasks": "task_executions",
+    "schedule_task_retries": "task_executions",
+    "fail_tasks": "task_executions",
+    "skip_tasks": "task_executions",
+    "reset_tasks": "task_executions",
+    "abandon_tasks": "task_executions",
+    "finish_executions": "pipeline_executions",
 }
+# Lease parts: ($1 execution ids, $2 runner id, $3 ttl seconds); the checked ones
+# return the executions whose lease row they found.
+_LEASE_INSERT: Final = "batch_insert_leases"
+_LEASE_CHECKS: Final = ("batch_renew_leases", "batch_release_leases")
+_ORDER: Final = (_LEASE_INSERT, *_LEASE_CHECKS, *_INSERTS, *_UPDATES)
+
+_PARAM: Final = re.compile(r"\$(\d+)")
 
 
 def naive_utc(moment: datetime) -> datetime:
@@ -110,71 +134,283 @@ def _json(value: dict[str, object]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def plan_batch(entries: Sequence[JournalEvent]) -> list[list[JournalEvent]]:
-    """Group a batch into runs of one kind that may be written together.
+class BatchLease:
+    """The lease work of one batch (see the module docstring).
+
+    Args:
+        runner_id: The runner writing the batch.
+        ttl: Seconds a renewed or new lease lasts.
+        insert: Executions the batch creates (their leases are new).
+        renew: Executions it touches and does not create or finish.
+        release: Executions it finishes (their leases end with the batch).
+    """
+
+    __slots__ = ("insert", "release", "renew", "runner_id", "ttl")
+
+    def __init__(
+        self,
+        *,
+        runner_id: uuid.UUID,
+        ttl: float,
+        insert: Sequence[uuid.UUID] = (),
+        renew: Sequence[uuid.UUID] = (),
+        release: Sequence[uuid.UUID] = (),
+    ) -> None:
+        self.runner_id = runner_id
+        self.ttl = ttl
+        self.insert = list(insert)
+        self.renew = list(renew)
+        self.release = list(release)
+
+
+def plan_batch(entries: Sequence[JournalEvent]) -> list[Phase]:
+    """Cut a batch into phases whose entries write disjoint rows.
 
     Args:
         entries: The batch, in the order the runtime produced it.
 
     Returns:
-        Groups in execution order; each holds entries of one kind, at most one
-        per execution, in their original relative order.
+        Phases in execution order, each with its entries in batch order. Two
+        entries writing one row are in different phases, in batch order.
     """
-    owner: dict[uuid.UUID, uuid.UUID] = {}
+    next_free: dict[uuid.UUID, int] = {}
+    context_phase: dict[uuid.UUID, int] = {}
+    phases: list[Phase] = []
     for entry in entries:
+        rows: tuple[uuid.UUID, ...]
+        earliest = 0
         match entry:
             case ExecutionCreated():
-                for task in entry.tasks:
-                    owner[task.id] = entry.execution_id
-            case TaskCompleted() | TaskReset() | TaskAbandoned():
-                owner[entry.task_execution_id] = entry.execution_id
+                rows = (entry.execution_id, *(t.id for t in entry.tasks))
+            case ExecutionRunning():
+                rows = (entry.execution_id,)
+            case ExecutionFinished():
+                rows = (entry.execution_id,)
+                if entry.context_id is not None:
+                    earliest = context_phase.get(entry.context_id, 0)
             case _:
-                pass
-    seen: dict[uuid.UUID, int] = {}
-    keyed: list[tuple[int, int, int, JournalEvent]] = []
-    for index, entry in enumerate(entries):
-        if isinstance(entry, ExecutionCreated | ExecutionRunning | ExecutionFinished):
-            key = entry.execution_id
+                rows = (entry.task_execution_id,)
+        # Execution and task ids are distinct random uuids: one namespace.
+        phase = max(earliest, *(next_free.get(row, 0) for row in rows))
+        for row in rows:
+            next_free[row] = phase + 1
+        if isinstance(entry, TaskCompleted) and entry.context_id is not None:
+            context_phase[entry.context_id] = phase
+        while len(phases) <= phase:
+            phases.append([])
+        phases[phase].append(entry)
+    return phases
+
+
+class _Parts:
+    """The rows of one statement, by part name (one array per column each)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Row]] = {}
+
+    def add(self, name: str, row: Row) -> None:
+        rows = self.rows.get(name)
+        if rows is None:
+            self.rows[name] = [row]
         else:
-            key = owner.get(entry.task_execution_id, entry.task_execution_id)
-        phase = seen.get(key, 0)
-        seen[key] = phase + 1
-        keyed.append((phase, _KIND_ORDER[type(entry)], index, entry))
-    keyed.sort(key=lambda item: item[:3])
-    return [
-        [item[3] for item in run]
-        for _, run in itertools.groupby(keyed, key=lambda item: item[:2])
-    ]
+            rows.append(row)
 
 
-def _columns(rows: list[Row], width: int) -> list[list[object]]:
-    """Rows to one list per column, the arrays the set-based statements take."""
-    columns: list[list[object]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
-
-
-async def _insert(conn: asyncpg.Connection, name: str, rows: list[Row]) -> None:
-    if rows:
-        await conn.execute(
-            load_queries("postgres")[name], *_columns(rows, len(rows[0]))
+def _created(parts: _Parts, e: ExecutionCreated) -> None:
+    at = naive_utc(e.at)
+    if e.context_id is not None:
+        parts.add("insert_contexts", (e.context_id, e.context_json, at))
+    parts.add(
+        "insert_executions",
+        (e.execution_id, e.pipeline_name, e.pipeline_version, e.context_id, at),
+    )
+    for t in e.tasks:
+        parts.add(
+            "insert_tasks",
+            (t.id, e.execution_id, t.task_name, t.max_attempts, t.trigger_rules, at),
         )
 
 
-async def _update(
-    conn: asyncpg.Connection, name: str, rows: list[Row], *, table: str
-) -> None:
-    """Run a set-based UPDATE and report the ids (first column) it did not touch."""
-    if not rows:
-        return
+def _completed(parts: _Parts, e: TaskCompleted) -> None:
+    at = naive_utc(e.at)
+    if e.context_id is not None:
+        parts.add("insert_contexts", (e.context_id, e.context_json, at))
+    parts.add(
+        "upsert_task_metadata",
+        (uuid.uuid4(), e.task_execution_id, e.execution_id, e.task_name,
+         e.context_id, at),
+    )  # fmt: skip
+    parts.add("complete_tasks", (e.task_execution_id, at))
+
+
+def _reset(parts: _Parts, e: TaskReset) -> None:
+    at = naive_utc(e.at)
+    parts.add("reset_tasks", (e.task_execution_id, e.recovery_attempt, at))
+    details = _json(
+        {
+            "task_name": e.task_name,
+            "previous_status": "Running",
+            "new_status": "Ready",
+            "recovery_attempt": e.recovery_attempt,
+        }
+    )
+    parts.add(
+        "insert_recovery_events",
+        (uuid.uuid4(), e.execution_id, e.task_execution_id, "task_reset", at,
+         details),
+    )  # fmt: skip
+
+
+def _abandoned(parts: _Parts, e: TaskAbandoned) -> None:
+    at = naive_utc(e.at)
+    parts.add("abandon_tasks", (e.task_execution_id, e.error, at))
+    details = _json(
+        {
+            "task_name": e.task_name,
+            "previous_status": "Running",
+            "new_status": "Failed",
+            "error": e.error,
+        }
+    )
+    parts.add(
+        "insert_recovery_events",
+        (uuid.uuid4(), e.execution_id, e.task_execution_id, e.kind, at, details),
+    )
+
+
+def _running(parts: _Parts, e: ExecutionRunning) -> None:
+    parts.add("mark_executions_running", (e.execution_id, naive_utc(e.at)))
+
+
+def _ready(parts: _Parts, e: TaskReady) -> None:
+    parts.add("mark_tasks_ready", (e.task_execution_id, naive_utc(e.at)))
+
+
+def _started(parts: _Parts, e: TaskStarted) -> None:
+    parts.add("start_tasks", (e.task_execution_id, e.attempt, naive_utc(e.at)))
+
+
+def _retry(parts: _Parts, e: TaskRetryScheduled) -> None:
+    parts.add(
+        "schedule_task_retries",
+        (e.task_execution_id, e.attempt, naive_utc(e.retry_at), e.error,
+         naive_utc(e.at)),
+    )  # fmt: skip
+
+
+def _failed(parts: _Parts, e: TaskFailed) -> None:
+    parts.add("fail_tasks", (e.task_execution_id, e.error, naive_utc(e.at)))
+
+
+def _skipped(parts: _Parts, e: TaskSkipped) -> None:
+    parts.add("skip_tasks", (e.task_execution_id, e.reason, naive_utc(e.at)))
+
+
+def _finished(parts: _Parts, e: ExecutionFinished) -> None:
+    parts.add(
+        "finish_executions",
+        (e.execution_id, e.status, e.context_id, e.error, naive_utc(e.at)),
+    )
+
+
+def _write(parts: _Parts, entry: JournalEvent) -> None:
+    match entry:
+        case ExecutionCreated():
+            _created(parts, entry)
+        case ExecutionRunning():
+            _running(parts, entry)
+        case TaskReady():
+            _ready(parts, entry)
+        case TaskStarted():
+            _started(parts, entry)
+        case TaskCompleted():
+            _completed(parts, entry)
+        case TaskRetryScheduled():
+            _retry(parts, entry)
+        case TaskFailed():
+            _failed(parts, entry)
+        case TaskSkipped():
+            _skipped(parts, entry)
+        case TaskReset():
+            _reset(parts, entry)
+        case TaskAbandoned():
+            _abandoned(parts, entry)
+        case ExecutionFinished():
+            _finished(parts, entry)
+
+
+def _part_sql(name: str) -> tuple[str, int]:
+    """A named statement as a ``WITH`` part body, and how many parameters it has."""
+    text = load_queries("postgres")[name].rstrip().rstrip(";")
+    return text, max(int(n) for n in _PARAM.findall(text))
+
+
+def _renumber(text: str, offset: int) -> str:
+    return _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", text)
+
+
+_STATEMENTS: dict[tuple[str, ...], str] = {}
+
+
+def batch_statement(shape: tuple[str, ...]) -> str:
+    """The one statement that runs the parts named in ``shape``, in that order.
+
+    Each part is ``queries.sql``'s statement of that name with its parameters
+    renumbered after the previous part's. The statement returns ``(part, id)``
+    for every id a checked part did not find: ``part`` is the part's index in
+    ``shape``. Built once per shape (the text is package data only).
+
+    Args:
+        shape: Part names, a subsequence of the fixed part order.
+    """
+    cached = _STATEMENTS.get(shape)
+    if cached is not None:
+        return cached
+    ctes: list[str] = []
+    checks: list[str] = []
+    offset = 0
+    for index, name in enumerate(shape):
+        body, count = _part_sql(name)
+        body = _renumber(body, offset)
+        ctes.append(f"p{index} AS (\n{body}\n)")
+        if name in _UPDATES or name in _LEASE_CHECKS:
+            checks.append(
+                f"SELECT {index} AS part, w.id FROM unnest(${offset + 1}::uuid[]) "
+                f"AS w (id) WHERE w.id NOT IN (SELECT id FROM p{index})"
+            )
+        offset += count
+    final = (
+        "\nUNION ALL\n".join(checks)
+        if checks
+        else "SELECT NULL::integer AS part, NULL::uuid AS id WHERE false"
+    )
+    statement = "WITH " + ",\n".join(ctes) + "\n" + final
+    _STATEMENTS[shape] = statement
+    return statement
+
+
+def _columns(rows: list[Row]) -> list[object]:
+    """Rows to one list per column, the arrays the set-based parts take."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _lease_parts(lease: BatchLease) -> dict[str, list[object]]:
+    args: dict[str, list[object]] = {}
+    if lease.insert:
+        args[_LEASE_INSERT] = [lease.insert, lease.runner_id, lease.ttl]
+    if lease.renew:
+        args["batch_renew_leases"] = [lease.renew, lease.runner_id, lease.ttl]
+    if lease.release:
+        args["batch_release_leases"] = [lease.release, lease.runner_id]
+    return args
+
+
+async def _refuse(conn: asyncpg.Connection, name: str, missing: set[uuid.UUID]) -> None:
+    """Raise for ids an UPDATE part did not touch: absent rows, or refused starts."""
+    table = _UPDATES[name]
     q = load_queries("postgres")
-    touched = await conn.fetch(q[name], *_columns(rows, len(rows[0])))
-    if len(touched) == len(rows):
-        return
-    wanted = [row[0] for row in rows]
-    missing = set(wanted) - {r[0] for r in touched}
     statuses_query = q[
         "task_statuses" if table == "task_executions" else "execution_statuses"
     ]
@@ -187,179 +423,62 @@ async def _update(
     raise Conflict(f"cannot start a task that is not Ready or NotStarted: {refused}")
 
 
-def _of(kind: type[_E], group: list[JournalEvent]) -> list[_E]:
-    """The group's entries as ``kind`` (plan_batch puts one kind in a group)."""
-    typed: list[_E] = []
-    for entry in group:
-        assert isinstance(entry, kind)
-        typed.append(entry)
-    return typed
+async def _run(conn: asyncpg.Connection, args_by_part: dict[str, list[object]]) -> None:
+    shape = tuple(name for name in _ORDER if name in args_by_part)
+    args: list[object] = []
+    for name in shape:
+        args.extend(args_by_part[name])
+    missed = await conn.fetch(batch_statement(shape), *args)
+    if not missed:
+        return
+    by_part: dict[int, set[uuid.UUID]] = {}
+    for part, missing_id in missed:
+        # asyncpg hands out its own uuid.UUID subclass; callers compare with uuid.UUID.
+        by_part.setdefault(part, set()).add(uuid.UUID(bytes=missing_id.bytes))
+    lost = {
+        i for part, ids in by_part.items() if shape[part] in _LEASE_CHECKS for i in ids
+    }
+    if lost:
+        raise LeaseLost(frozenset(lost))
+    # Report the first part that missed rows, as the statements ran in this order.
+    part = min(by_part)
+    await _refuse(conn, shape[part], by_part[part])
 
 
-async def _created(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    contexts: list[Row] = []
-    executions: list[Row] = []
-    tasks: list[Row] = []
-    for e in _of(ExecutionCreated, group):
-        at = naive_utc(e.at)
-        if e.context_id is not None:
-            contexts.append((e.context_id, e.context_json, at))
-        executions.append(
-            (e.execution_id, e.pipeline_name, e.pipeline_version, e.context_id, at)
-        )
-        tasks.extend(
-            (t.id, e.execution_id, t.task_name, t.max_attempts, t.trigger_rules, at)
-            for t in e.tasks
-        )
-    # Foreign keys dictate the order: contexts, executions, then their tasks.
-    await _insert(conn, "insert_contexts", contexts)
-    await _insert(conn, "insert_executions", executions)
-    await _insert(conn, "insert_tasks", tasks)
-
-
-async def _completed(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    contexts: list[Row] = []
-    metadata: list[Row] = []
-    tasks: list[Row] = []
-    for e in _of(TaskCompleted, group):
-        at = naive_utc(e.at)
-        if e.context_id is not None:
-            contexts.append((e.context_id, e.context_json, at))
-        metadata.append(
-            (uuid.uuid4(), e.task_execution_id, e.execution_id, e.task_name,
-             e.context_id, at)
-        )  # fmt: skip
-        tasks.append((e.task_execution_id, at))
-    await _insert(conn, "insert_contexts", contexts)
-    await _insert(conn, "upsert_task_metadata", metadata)
-    await _update(conn, "complete_tasks", tasks, table="task_executions")
-
-
-async def _reset(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    tasks: list[Row] = []
-    events: list[Row] = []
-    for e in _of(TaskReset, group):
-        at = naive_utc(e.at)
-        tasks.append((e.task_execution_id, e.recovery_attempt, at))
-        details = _json(
-            {
-                "task_name": e.task_name,
-                "previous_status": "Running",
-                "new_status": "Ready",
-                "recovery_attempt": e.recovery_attempt,
-            }
-        )
-        events.append(
-            (uuid.uuid4(), e.execution_id, e.task_execution_id, "task_reset", at,
-             details)
-        )  # fmt: skip
-    await _update(conn, "reset_tasks", tasks, table="task_executions")
-    await _insert(conn, "insert_recovery_events", events)
-
-
-async def _abandoned(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    tasks: list[Row] = []
-    events: list[Row] = []
-    for e in _of(TaskAbandoned, group):
-        at = naive_utc(e.at)
-        tasks.append((e.task_execution_id, e.error, at))
-        details = _json(
-            {
-                "task_name": e.task_name,
-                "previous_status": "Running",
-                "new_status": "Failed",
-                "error": e.error,
-            }
-        )
-        events.append(
-            (uuid.uuid4(), e.execution_id, e.task_execution_id, e.kind, at, details)
-        )
-    await _update(conn, "abandon_tasks", tasks, table="task_executions")
-    await _insert(conn, "insert_recovery_events", events)
-
-
-async def _running(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.execution_id, naive_utc(e.at)) for e in _of(ExecutionRunning, group)
-    ]
-    await _update(conn, "mark_executions_running", rows, table="pipeline_executions")
-
-
-async def _ready(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.task_execution_id, naive_utc(e.at)) for e in _of(TaskReady, group)
-    ]
-    await _update(conn, "mark_tasks_ready", rows, table="task_executions")
-
-
-async def _started(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.task_execution_id, e.attempt, naive_utc(e.at))
-        for e in _of(TaskStarted, group)
-    ]
-    await _update(conn, "start_tasks", rows, table="task_executions")
-
-
-async def _retry(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.task_execution_id, e.attempt, naive_utc(e.retry_at), e.error,
-         naive_utc(e.at))
-        for e in _of(TaskRetryScheduled, group)
-    ]  # fmt: skip
-    await _update(conn, "schedule_task_retries", rows, table="task_executions")
-
-
-async def _failed(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.task_execution_id, e.error, naive_utc(e.at)) for e in _of(TaskFailed, group)
-    ]
-    await _update(conn, "fail_tasks", rows, table="task_executions")
-
-
-async def _skipped(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.task_execution_id, e.reason, naive_utc(e.at))
-        for e in _of(TaskSkipped, group)
-    ]
-    await _update(conn, "skip_tasks", rows, table="task_executions")
-
-
-async def _finished(conn: asyncpg.Connection, group: list[JournalEvent]) -> None:
-    rows: list[Row] = [
-        (e.execution_id, e.status, e.context_id, e.error, naive_utc(e.at))
-        for e in _of(ExecutionFinished, group)
-    ]
-    await _update(conn, "finish_executions", rows, table="pipeline_executions")
-
-
-_Writer = Callable[[asyncpg.Connection, list[JournalEvent]], Awaitable[None]]
-
-_WRITERS: Final[dict[type, _Writer]] = {
-    ExecutionCreated: _created,
-    ExecutionRunning: _running,
-    TaskReady: _ready,
-    TaskStarted: _started,
-    TaskCompleted: _completed,
-    TaskRetryScheduled: _retry,
-    TaskFailed: _failed,
-    TaskSkipped: _skipped,
-    TaskReset: _reset,
-    TaskAbandoned: _abandoned,
-    ExecutionFinished: _finished,
-}
-
-
-async def apply_batch(conn: asyncpg.Connection, entries: Sequence[JournalEvent]) -> int:
+async def apply_batch(
+    conn: asyncpg.Connection,
+    entries: Sequence[JournalEvent],
+    *,
+    lease: BatchLease | None = None,
+) -> int:
     """Write ``entries`` on ``conn``, which must be inside a transaction.
 
     Args:
         conn: The connection, in the batch's transaction.
         entries: The batch, in order.
+        lease: The batch's lease work, done in its first statement.
 
     Returns:
-        The number of groups written (each costs one to three round trips).
+        The number of statements sent (one per phase, one for a batch that is
+        only lease work).
+
+    Raises:
+        LeaseLost: ``lease`` named an execution whose lease row is not this
+            runner's (checked before any other refusal).
+        Conflict, StorageError: As described in the module docstring.
     """
-    groups = plan_batch(entries)
-    for group in groups:
-        await _WRITERS[type(group[0])](conn, group)
-    return len(groups)
+    statements: list[dict[str, list[object]]] = []
+    for phase in plan_batch(entries):
+        parts = _Parts()
+        for entry in phase:
+            _write(parts, entry)
+        statements.append({name: _columns(rows) for name, rows in parts.rows.items()})
+    if lease is not None:
+        lease_args = _lease_parts(lease)
+        if statements:
+            statements[0].update(lease_args)
+        elif lease_args:
+            statements.append(lease_args)
+    for args_by_part in statements:
+        await _run(conn, args_by_part)
+    return len(statements)

@@ -41,26 +41,25 @@ def test_naive_utc_converts_aware_times_and_refuses_naive_ones() -> None:
         naive_utc(datetime(2026, 12, 4, 1, 0))
 
 
-def test_entries_of_one_execution_keep_their_order() -> None:
+def test_entries_writing_one_row_keep_their_order() -> None:
     e, t = uuid.uuid4(), uuid.uuid4()
-    batch: list[j.JournalEvent] = [
-        created(e, t),
-        j.TaskReady(task_execution_id=t, at=at(1)),
-        j.TaskStarted(task_execution_id=t, attempt=1, at=at(2)),
-        j.TaskRetryScheduled(task_execution_id=t, attempt=2, retry_at=at(3),
-                             error="boom", at=at(2)),
-        j.TaskStarted(task_execution_id=t, attempt=2, at=at(3)),
-        j.TaskCompleted(task_execution_id=t, execution_id=e, task_name="x",
-                        context_id=None, context_json=None, at=at(4)),
-        j.ExecutionFinished(execution_id=e, status="Completed", context_id=None,
-                            error=None, at=at(5)),
-    ]  # fmt: skip
-    groups = plan_batch(batch)
-    assert [g for group in groups for g in group] == batch
-    assert all(len(group) == 1 for group in groups)
+    ready = j.TaskReady(task_execution_id=t, at=at(1))
+    start1 = j.TaskStarted(task_execution_id=t, attempt=1, at=at(2))
+    retry = j.TaskRetryScheduled(task_execution_id=t, attempt=2, retry_at=at(3),
+                                 error="boom", at=at(2))  # fmt: skip
+    start2 = j.TaskStarted(task_execution_id=t, attempt=2, at=at(3))
+    done = j.TaskCompleted(task_execution_id=t, execution_id=e, task_name="x",
+                           context_id=None, context_json=None, at=at(4))  # fmt: skip
+    finish = j.ExecutionFinished(execution_id=e, status="Completed", context_id=None,
+                                 error=None, at=at(5))  # fmt: skip
+    make = created(e, t)
+    phases = plan_batch([make, ready, start1, retry, start2, done, finish])
+    # The task row's entries follow each other; the execution row's finish only
+    # has to follow its creation.
+    assert phases == [[make], [ready, finish], [start1], [retry], [start2], [done]]
 
 
-def test_entries_of_different_executions_are_grouped_by_kind() -> None:
+def test_entries_of_different_executions_share_statements() -> None:
     batch: list[j.JournalEvent] = []
     for _ in range(32):
         e, t = uuid.uuid4(), uuid.uuid4()
@@ -70,26 +69,34 @@ def test_entries_of_different_executions_are_grouped_by_kind() -> None:
             j.TaskReady(task_execution_id=t, at=at(1)),
             j.TaskStarted(task_execution_id=t, attempt=1, at=at(1)),
         ]
-    groups = plan_batch(batch)
-    assert [len(g) for g in groups] == [32, 32, 32, 32]
-    assert [type(g[0]) for g in groups] == [
-        j.ExecutionCreated, j.ExecutionRunning, j.TaskReady, j.TaskStarted,
-    ]  # fmt: skip
+    for _ in range(32):
+        e, t, out = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        batch += [
+            j.TaskCompleted(task_execution_id=t, execution_id=e, task_name="x",
+                            context_id=out, context_json="{}", at=at(2)),
+            j.ExecutionFinished(execution_id=e, status="Completed", context_id=out,
+                                error=None, at=at(3)),
+        ]  # fmt: skip
+    phases = plan_batch(batch)
+    kinds = [sorted({type(entry).__name__ for entry in phase}) for phase in phases]
+    assert kinds == [
+        ["ExecutionCreated", "ExecutionFinished", "TaskCompleted"],
+        ["ExecutionRunning", "TaskReady"],
+        ["TaskStarted"],
+    ]
+    assert sum(len(phase) for phase in phases) == len(batch)
 
 
-def test_task_entries_are_tied_to_their_execution_from_later_entries() -> None:
-    # TaskStarted carries no execution id; TaskCompleted ties the task to it, so
-    # the start stays before the completion and the execution's finish after both.
-    e, t = uuid.uuid4(), uuid.uuid4()
-    batch: list[j.JournalEvent] = [
-        j.ExecutionRunning(execution_id=e, at=at(1)),
-        j.TaskStarted(task_execution_id=t, attempt=1, at=at(1)),
-        j.TaskCompleted(task_execution_id=t, execution_id=e, task_name="x",
-                        context_id=uuid.uuid4(), context_json="{}", at=at(2)),
-        j.ExecutionFinished(execution_id=e, status="Completed", context_id=None,
-                            error=None, at=at(3)),
-    ]  # fmt: skip
-    assert [g[0] for g in plan_batch(batch)] == batch
+def test_a_finish_is_never_before_the_completion_that_made_its_context() -> None:
+    # The finish writes another row than the task entries, but names the context
+    # the completion inserts (a foreign key), so it cannot run before it.
+    e, t, out = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    start = j.TaskStarted(task_execution_id=t, attempt=1, at=at(1))
+    done = j.TaskCompleted(task_execution_id=t, execution_id=e, task_name="x",
+                           context_id=out, context_json="{}", at=at(2))  # fmt: skip
+    finish = j.ExecutionFinished(execution_id=e, status="Completed", context_id=out,
+                                 error=None, at=at(3))  # fmt: skip
+    assert plan_batch([start, done, finish]) == [[start], [done, finish]]
 
 
 @pytest.fixture
@@ -227,6 +234,56 @@ async def test_start_only_takes_a_ready_or_not_started_task(
     execution = await pg_store.get_execution(e)
     assert execution is not None
     assert [(x.status, x.started_at) for x in execution.tasks] == [("Completed", at(1))]
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_a_start_completion_and_finish_in_one_batch_end_with_the_output(
+    store: tuple[PostgresStore, asyncpg.Connection, str],
+) -> None:
+    pg_store, _, _ = store
+    e, t, out = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await pg_store.apply([created(e, t)])
+    await pg_store.apply([
+        j.TaskStarted(task_execution_id=t, attempt=1, at=at(1)),
+        j.TaskCompleted(task_execution_id=t, execution_id=e, task_name=NAME0,
+                        context_id=out, context_json='{"done":true}', at=at(2)),
+        j.ExecutionFinished(execution_id=e, status="Completed", context_id=out,
+                            error=None, at=at(3)),
+    ])  # fmt: skip
+    execution = await pg_store.get_execution(e)
+    assert execution is not None
+    assert (execution.status, execution.context_json) == ("Completed", '{"done":true}')
+    assert [(x.status, x.output_context_json) for x in execution.tasks] == [
+        ("Completed", '{"done":true}'),
+    ]  # fmt: skip
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_a_refused_start_keeps_nothing_of_a_batch_of_many_executions(
+    store: tuple[PostgresStore, asyncpg.Connection, str],
+) -> None:
+    pg_store, _, _ = store
+    done_e, done_t = uuid.uuid4(), uuid.uuid4()
+    await pg_store.apply([
+        created(done_e, done_t),
+        j.TaskStarted(task_execution_id=done_t, attempt=1, at=at(1)),
+        j.TaskCompleted(task_execution_id=done_t, execution_id=done_e, task_name="x",
+                        context_id=None, context_json=None, at=at(2)),
+    ])  # fmt: skip
+    fresh = [(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
+    batch: list[j.JournalEvent] = []
+    for e, t in fresh:
+        batch += [
+            created(e, t),
+            j.TaskStarted(task_execution_id=t, attempt=1, at=at(3)),
+        ]
+    batch.append(j.TaskStarted(task_execution_id=done_t, attempt=2, at=at(3)))
+    with pytest.raises(Conflict, match=f"{done_t} is Completed"):
+        await pg_store.apply(batch)
+    for e, _ in fresh:
+        assert await pg_store.get_execution(e) is None
 
 
 @pytest.mark.anyio

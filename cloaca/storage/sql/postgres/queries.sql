@@ -184,6 +184,34 @@ FROM unnest($1::uuid[], $2::varchar[], $3::uuid[], $4::text[], $5::timestamp[])
 WHERE e.id = u.id
 RETURNING e.id;
 
+-- name: batch_insert_leases
+-- The statements named batch_* are parts of a journal batch's first statement
+-- (pg_apply.batch_statement), beside its writes; they are the in-batch forms of
+-- leases.sql's insert_leases, check_leases and release_leases. This one: the
+-- leases of executions the batch creates ($1 ids, $2 runner, $3 ttl seconds).
+INSERT INTO cloaca_execution_leases
+    (execution_id, runner_id, expires_at, heartbeat_at, created_at)
+SELECT id, $2, (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
+       now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+FROM unnest($1::uuid[]) AS id;
+
+-- name: batch_renew_leases
+-- Renew this runner's leases on the executions a batch touches; returns the ones
+-- it holds (the others are lost). The UPDATE locks the lease rows until the batch
+-- commits, so no claimer can take one over in between.
+UPDATE cloaca_execution_leases
+SET expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
+    heartbeat_at = now() AT TIME ZONE 'UTC'
+WHERE execution_id = ANY($1::uuid[]) AND runner_id = $2
+RETURNING execution_id AS id;
+
+-- name: batch_release_leases
+-- Drop this runner's leases of executions the batch finishes; returns the ones it
+-- held (the others are lost: the finish must not be written).
+DELETE FROM cloaca_execution_leases
+WHERE execution_id = ANY($1::uuid[]) AND runner_id = $2
+RETURNING execution_id AS id;
+
 -- name: task_statuses
 -- Diagnosis only, after a batch touched fewer task rows than it named.
 SELECT id, status FROM task_executions WHERE id = ANY($1::uuid[]);
