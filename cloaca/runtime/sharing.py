@@ -98,6 +98,11 @@ class SharingStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def _plain(value: uuid.UUID) -> uuid.UUID:
+    """``value`` as a ``uuid.UUID`` (rows read back hold the driver's subclass)."""
+    return value if type(value) is uuid.UUID else uuid.UUID(int=value.int)
+
+
 class _Waiting:
     """An offered attempt its task actor is waiting on."""
 
@@ -138,6 +143,8 @@ class TaskExchange:
         self.offers_open = False
         """Another runner announced offers that this one has not yet drained."""
         self.stats = SharingStats()
+        self.working: set[uuid.UUID] = set()
+        """Claimed attempts of others this runner has yet to finish (renewed)."""
         self.announced = anyio.Event()
         """Set once this runner announced itself and learnt its peers' capacity."""
         self._waiting: dict[uuid.UUID, _Waiting] = {}
@@ -177,7 +184,7 @@ class TaskExchange:
     def deliver(self, results: list[OfferResult]) -> None:
         """Hand results read from the offer table to the attempts waiting on them."""
         for result in results:
-            waiting = self._waiting.get(result.task_execution_id)
+            waiting = self._waiting.get(_plain(result.task_execution_id))
             if waiting is None:
                 continue  # its attempt ran here after all; a duplicate run
             self.stats.remote_results += 1
@@ -197,24 +204,28 @@ class TaskExchange:
         ``limiter``. Returns the attempt's result either way.
         """
         offers = self.offers
-        row_id = task.row_id
-        try:
-            await offers.offer(
-                task_execution_id=row_id,
-                execution_id=task.execution_id,
-                owner_id=self.runner_id,
-                task_name=task.task_name,
-                attempt=task.attempt,
-                input_json=input_json,
-            )
-        except StorageError as exc:
-            logger.warning("sharing.offer_failed", task=task.task_name, error=str(exc))
-            async with limiter:
-                return await run_here()
-        self.stats.offered += 1
+        row_id = _plain(task.row_id)
         waiting = _Waiting()
+        # Registered before the offer exists: its result may be read before the
+        # offer's own round trip returns.
         self._waiting[row_id] = waiting
         try:
+            try:
+                await offers.offer(
+                    task_execution_id=row_id,
+                    execution_id=task.execution_id,
+                    owner_id=self.runner_id,
+                    task_name=task.task_name,
+                    attempt=task.attempt,
+                    input_json=input_json,
+                )
+            except StorageError as exc:
+                logger.warning(
+                    "sharing.offer_failed", task=task.task_name, error=str(exc)
+                )
+                async with limiter:
+                    return await run_here()
+            self.stats.offered += 1
             while True:
                 if waiting.result is not None:
                     return AttemptResult(
@@ -238,7 +249,9 @@ class TaskExchange:
                     async with limiter:
                         return await run_here()
         finally:
-            del self._waiting[row_id]
+            # A restarted task actor may have registered the same task since.
+            if self._waiting.get(row_id) is waiting:
+                del self._waiting[row_id]
 
     async def _withdraw_if_slot(
         self, waiting: _Waiting, row_id: uuid.UUID, limiter: anyio.CapacityLimiter
@@ -365,6 +378,7 @@ class ClaimedAttempt(Actor[Look]):
             else:
                 exchange.stats.refused += 1
         finally:
+            exchange.working.discard(offer.task_execution_id)
             exchange.slot_freed()
         self.stop()
 
@@ -455,7 +469,9 @@ class Sharing(Actor[SharingMsg]):
             exchange.peer_capacity = await exchange.offers.register(
                 exchange.runner_id, self._capacity, exchange.ttl
             )
-            await exchange.offers.renew_claims(exchange.runner_id, exchange.ttl)
+            await exchange.offers.renew_claims(
+                exchange.runner_id, exchange.ttl, tuple(exchange.working)
+            )
         except StorageError as exc:
             logger.warning("sharing.housekeeping_failed", error=str(exc))
         else:
@@ -505,4 +521,5 @@ class Sharing(Actor[SharingMsg]):
             exchange.offers_open = False
         for offer in claimed:
             exchange.stats.claimed += 1
+            exchange.working.add(offer.task_execution_id)
             self._start_attempt(offer)

@@ -70,6 +70,8 @@ class OfferStore(Protocol):
         """Announce this runner alive for ``ttl`` s; return the peers' capacity.
 
         The capacity is the other live runners' attempt slots, 0 when alone.
+        Housekeeping too: forgets long-dead runners and offers of executions
+        nobody leases any more.
         """
         ...
 
@@ -135,8 +137,15 @@ class OfferStore(Protocol):
         """
         ...
 
-    async def renew_claims(self, runner_id: uuid.UUID, ttl: float) -> None:
-        """Extend every unfinished claim of ``runner_id``."""
+    async def renew_claims(
+        self, runner_id: uuid.UUID, ttl: float, working: Sequence[uuid.UUID]
+    ) -> int:
+        """Extend the claims of ``runner_id`` in ``working``; hand back the others.
+
+        A claim whose attempt no longer runs (its actor was stopped by a restart)
+        must not be renewed forever: it is opened again and its owner woken.
+        Returns how many were handed back.
+        """
         ...
 
     async def hand_back(self, runner_id: uuid.UUID) -> int:

@@ -92,6 +92,7 @@ class PgOfferStore:
             async with self._pool().acquire() as conn:
                 await conn.execute(_Q["register_runner"], runner_id, capacity, ttl)
                 await conn.execute(_Q["forget_dead_runners"], DEAD_RUNNER_GRACE)
+                await conn.execute(_Q["forget_orphan_offers"])
                 peers = await conn.fetchval(_Q["peer_capacity"], runner_id)
         except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "announce this runner") from exc
@@ -227,13 +228,20 @@ class PgOfferStore:
             raise await self._fail(exc, "post a task result") from exc
         return True
 
-    async def renew_claims(self, runner_id: uuid.UUID, ttl: float) -> None:
-        """Extend every unfinished claim of ``runner_id``."""
+    async def renew_claims(
+        self, runner_id: uuid.UUID, ttl: float, working: Sequence[uuid.UUID]
+    ) -> int:
+        """Extend the claims in ``working``; hand back the runner's others."""
+        ids = list(working)
         try:
-            async with self._pool().acquire() as conn:
-                await conn.execute(_Q["renew_claims"], runner_id, ttl)
+            async with self._pool().acquire() as conn, conn.transaction():
+                await conn.execute(_Q["renew_claims"], runner_id, ttl, ids)
+                handed = await conn.fetch(_Q["hand_back_abandoned"], runner_id, ids)
+                if handed:
+                    await conn.execute(_Q["notify_offered"])
         except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "renew task claims") from exc
+        return len(handed)
 
     async def hand_back(self, runner_id: uuid.UUID) -> int:
         """Give every unfinished claim of ``runner_id`` back; wake the others."""

@@ -341,6 +341,38 @@ async def test_results_are_accepted_only_from_the_live_claim(schema: str) -> Non
             )
             == []
         )
+        # Renewal keeps only the claims an attempt still works on; the others
+        # (their actors stopped by a restart) are handed back, not kept forever.
+        assert await offers.renew_claims(claimer, 60, [row_id]) == 0
+        assert await offers.renew_claims(claimer, 60, []) == 1
+        [stale] = await fetch(schema, "SELECT claimed_by FROM cloaca_task_offers")
+        assert stale["claimed_by"] is None
+        [claimed] = await offers.claim(
+            runner_id=claimer,
+            task_names=["t::p::w::task"],
+            limit=4,
+            ttl=60,
+            max_claims=2,
+        )
+        # Two claims so far: a third claimer would be one too many.
+        assert await offers.renew_claims(claimer, 60, []) == 1
+        assert (
+            await offers.claim(
+                runner_id=stranger,
+                task_names=["t::p::w::task"],
+                limit=4,
+                ttl=60,
+                max_claims=2,
+            )
+            == []
+        )
+        [claimed] = await offers.claim(
+            runner_id=claimer,
+            task_names=["t::p::w::task"],
+            limit=4,
+            ttl=60,
+            max_claims=3,
+        )
         post = offers.post_result
         assert not await post(row_id, stranger, attempt=1, output_json="{}", error=None)
         assert not await post(row_id, claimer, attempt=2, output_json="{}", error=None)

@@ -24,6 +24,14 @@ DELETE FROM cloaca_runners WHERE runner_id = $1
 DELETE FROM cloaca_runners
 WHERE expires_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => $1)
 
+-- name: forget_orphan_offers
+-- Offers of executions nobody leases any more (finished, or left behind by a
+-- task actor that a restart replaced): nobody can claim or read them.
+DELETE FROM cloaca_task_offers AS o
+WHERE NOT EXISTS (
+    SELECT 1 FROM cloaca_execution_leases AS l WHERE l.execution_id = o.execution_id
+)
+
 -- name: offer_task
 -- Offer one attempt and wake the runners of this schema (sent at commit).
 WITH offered AS (
@@ -117,10 +125,20 @@ WHERE owner_id = $1 AND finished_at IS NOT NULL
 RETURNING task_execution_id, output_json, error
 
 -- name: renew_claims
--- Heartbeat of this runner's claims.
+-- Heartbeat of the claims this runner is still working on.
 UPDATE cloaca_task_offers
 SET claim_expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => $2)
 WHERE claimed_by = $1 AND finished_at IS NULL
+  AND task_execution_id = ANY($3::uuid[])
+
+-- name: hand_back_abandoned
+-- Claims of this runner that no attempt works on any more (their actors were
+-- stopped by a restart): open again at once instead of renewed forever.
+UPDATE cloaca_task_offers
+SET claimed_by = NULL, claim_expires_at = NULL
+WHERE claimed_by = $1 AND finished_at IS NULL
+  AND NOT (task_execution_id = ANY($2::uuid[]))
+RETURNING task_execution_id
 
 -- name: drop_owner_offers
 -- Graceful leave of an owner: its offers go with its leases.
