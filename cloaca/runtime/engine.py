@@ -71,7 +71,7 @@ from cloaca.runtime.messages import (
 from cloaca.runtime.outcome import ExecutionOutcome
 from cloaca.runtime.persistence import JournalStats, Persistence
 from cloaca.runtime.recovery import recover
-from cloaca.runtime.scheduler import Scheduler
+from cloaca.runtime.scheduler import Scheduler, outcome_of, rebuild
 from cloaca.runtime.schedules import Schedules, start_schedules
 from cloaca.runtime.sharing import LOOK, Sharing, TaskExchange
 from cloaca.runtime.state import new_id
@@ -492,15 +492,44 @@ class Runtime:
             timeout = self.settings.pipeline_timeout_seconds
             with anyio.move_on_after(timeout) as scope:
                 await waiter.event.wait()
+                if waiter.lost:
+                    waiter.outcome = await self._follow(execution_id)
             if scope.cancelled_caught:
                 raise ExecutionTimedOut(timeout or 0)
         finally:
             self._waiters.pop(execution_id, None)
-        if waiter.lost:
+        if waiter.outcome is not None:
+            return waiter.outcome
+        if waiter.lost and not self._closed:
             raise ExecutionLost(execution_id)
-        if waiter.outcome is None:
-            raise RunnerClosed()
-        return waiter.outcome
+        raise RunnerClosed()
+
+    async def _follow(self, execution_id: uuid.UUID) -> ExecutionOutcome | None:
+        """Wait in the database for the end of an execution this runner lost.
+
+        Another runner took it over (this one's lease had lapsed), so its end is
+        reported by reading it as stored, at the poll interval. None when it was
+        never stored (its creation was lost) or this runner is shutting down.
+        """
+        assert self._system is not None
+        clock = self._system.clock
+        interval = max(0.05, self.settings.scheduler_poll_interval_ms / 1000)
+        logger.info("execution.following", execution_id=str(execution_id))
+        while not self._closed:
+            try:
+                row = await self.store.get_execution(execution_id)
+            except StorageError as exc:
+                logger.warning("execution.follow_failed", error=str(exc))
+            else:
+                if row is None:
+                    return None
+                if row.status in FINAL_STATUSES:
+                    execution = rebuild(row)
+                    if execution is None:
+                        return None
+                    return outcome_of(execution, row.completed_at or datetime.now(UTC))
+            await clock.sleep(interval)
+        return None
 
     async def wait_for(self, execution_id: uuid.UUID) -> None:
         """Wait until ``execution_id`` (started anywhere, e.g. resumed) has ended."""

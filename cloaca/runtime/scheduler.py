@@ -257,7 +257,7 @@ class Scheduler(Actor[SchedulerMsg]):
         for row in rows:
             if row.id in self._executions:
                 continue
-            execution = self._rebuild(row)
+            execution = rebuild(row)
             if execution is None:
                 continue
             if row.status in FINAL_STATUSES:
@@ -270,53 +270,6 @@ class Scheduler(Actor[SchedulerMsg]):
             self._executions[execution.id] = execution
             self._owned.add(execution.id)
             self._progress(execution, [], execution.startable(), at)
-
-    def _rebuild(self, row: ExecutionRow) -> st.ExecutionState | None:
-        workflow = registry.get_workflow(row.pipeline_name)
-        if workflow is None:
-            logger.warning(
-                "execution.workflow_unavailable",
-                execution_id=str(row.id),
-                workflow=row.pipeline_name,
-            )
-            return None
-        graph = graph_of(workflow)
-        tasks = []
-        for task_row in row.tasks:
-            status = task_row.status
-            # Recovery resets orphans before resuming; a Running row here is an
-            # attempt this runner lost in an infrastructure restart: run it again,
-            # without a second start mark (the row already says Running).
-            marked = status == st.RUNNING
-            task = st.TaskState(
-                name=task_row.task_name,
-                row_id=task_row.id,
-                dependencies=graph.dependencies.get(task_row.task_name, ()),
-                max_attempts=max(1, task_row.max_attempts),
-                status=st.READY if marked else status,
-                attempt=max(1, task_row.attempt),
-                rule=rules.parse_rule(task_row.trigger_rules),
-            )
-            task.start_marked = marked
-            task.retry_at = task_row.retry_at if status == st.READY else None
-            task.output_json = task_row.output_context_json or (
-                st.EMPTY_JSON if status == st.COMPLETED else None
-            )
-            task.completed_at = task_row.completed_at
-            task.started_at = task_row.started_at
-            task.error = task_row.last_error or task_row.error_details
-            tasks.append(task)
-        execution = st.ExecutionState(
-            execution_id=row.id,
-            workflow_name=row.pipeline_name,
-            version=row.pipeline_version,
-            input_json=row.context_json or st.EMPTY_JSON,
-            started_at=row.started_at,
-            tasks=tasks,
-        )
-        execution.running = row.status == st.RUNNING_EXECUTION
-        execution.recount_pending()
-        return execution
 
     # -- progress --------------------------------------------------------------
 
@@ -520,6 +473,55 @@ class Scheduler(Actor[SchedulerMsg]):
 
 _AfterCommit = tuple[int, uuid.UUID, Callable[[], None], Callable[[], None] | None]
 """(seq, execution id, then, otherwise): see ``Scheduler._journal``."""
+
+
+def rebuild(row: ExecutionRow) -> st.ExecutionState | None:
+    """The DAG state of a stored execution; None if its workflow is unknown here."""
+    workflow = registry.get_workflow(row.pipeline_name)
+    if workflow is None:
+        logger.warning(
+            "execution.workflow_unavailable",
+            execution_id=str(row.id),
+            workflow=row.pipeline_name,
+        )
+        return None
+    graph = graph_of(workflow)
+    tasks = []
+    for task_row in row.tasks:
+        status = task_row.status
+        # Recovery resets orphans before resuming; a Running row here is an
+        # attempt this runner lost in an infrastructure restart: run it again,
+        # without a second start mark (the row already says Running).
+        marked = status == st.RUNNING
+        task = st.TaskState(
+            name=task_row.task_name,
+            row_id=task_row.id,
+            dependencies=graph.dependencies.get(task_row.task_name, ()),
+            max_attempts=max(1, task_row.max_attempts),
+            status=st.READY if marked else status,
+            attempt=max(1, task_row.attempt),
+            rule=rules.parse_rule(task_row.trigger_rules),
+        )
+        task.start_marked = marked
+        task.retry_at = task_row.retry_at if status == st.READY else None
+        task.output_json = task_row.output_context_json or (
+            st.EMPTY_JSON if status == st.COMPLETED else None
+        )
+        task.completed_at = task_row.completed_at
+        task.started_at = task_row.started_at
+        task.error = task_row.last_error or task_row.error_details
+        tasks.append(task)
+    execution = st.ExecutionState(
+        execution_id=row.id,
+        workflow_name=row.pipeline_name,
+        version=row.pipeline_version,
+        input_json=row.context_json or st.EMPTY_JSON,
+        started_at=row.started_at,
+        tasks=tasks,
+    )
+    execution.running = row.status == st.RUNNING_EXECUTION
+    execution.recount_pending()
+    return execution
 
 
 def outcome_of(execution: st.ExecutionState, at: datetime) -> ExecutionOutcome:
