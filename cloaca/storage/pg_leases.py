@@ -23,7 +23,7 @@ from cloaca.logging import get_logger
 from cloaca.storage import journal as j
 from cloaca.storage.errors import SchemaMismatch, StorageError
 from cloaca.storage.leases import LeaseLost, execution_ids_of
-from cloaca.storage.pg_apply import apply_batch
+from cloaca.storage.pg_apply import BatchLease, apply_batch
 from cloaca.storage.pg_errors import DRIVER_ERRORS
 from cloaca.storage.postgres import PostgresStore
 from cloaca.storage.queries import parse_queries
@@ -137,23 +137,20 @@ class PgLeaseStore:
         if not entries:
             return
         created, named, finished = execution_ids_of(entries)
-        check = sorted((set(touched) | named) - created, key=str)
+        # The lease work rides in the batch's first statement (pg_apply): new
+        # leases, renewals, and the release of finished executions, which checks
+        # them as a renewal would. One created and finished here needs no lease.
+        lease = BatchLease(
+            runner_id=runner_id,
+            ttl=ttl,
+            insert=sorted(created - finished, key=str),
+            renew=sorted((set(touched) | named) - created - finished, key=str),
+            release=sorted(finished - created, key=str),
+        )
         pool = self._pool()
         try:
             async with pool.acquire() as conn, conn.transaction():
-                if created:
-                    await conn.execute(
-                        _Q["insert_leases"], list(created), runner_id, ttl
-                    )
-                if check:
-                    lost = _ids(
-                        await conn.fetch(_Q["check_leases"], check, runner_id, ttl)
-                    )
-                    if lost:
-                        raise LeaseLost(frozenset(lost))
-                await apply_batch(conn, entries)
-                if finished:
-                    await conn.execute(_Q["release_leases"], list(finished), runner_id)
+                await apply_batch(conn, entries, lease=lease)
         except LeaseLost:
             raise
         except StorageError as exc:
