@@ -74,7 +74,7 @@ from cloaca.storage.queries import load_queries
 
 __all__ = ("BatchLease", "apply_batch", "batch_statement", "naive_utc", "plan_batch")
 
-Row = tuple[object, ...]
+Row = Sequence[object]
 Phase = list[JournalEvent]
 
 # The parts of a statement, in the order they appear in it. Within a phase the
@@ -107,6 +107,7 @@ _LEASE_CHECKS: Final = ("batch_renew_leases", "batch_release_leases")
 _ORDER: Final = (_LEASE_INSERT, *_LEASE_CHECKS, *_INSERTS, *_UPDATES)
 
 _PARAM: Final = re.compile(r"\$(\d+)")
+_STARTABLE: Final = ("NotStarted", "Ready")
 
 
 def naive_utc(moment: datetime) -> datetime:
@@ -175,8 +176,17 @@ def plan_batch(entries: Sequence[JournalEvent]) -> list[Phase]:
     """
     next_free: dict[uuid.UUID, int] = {}
     context_phase: dict[uuid.UUID, int] = {}
+    # Rows an ExecutionCreated of this batch inserts and nothing wrote since, with
+    # the status they will be inserted with.
+    fresh: dict[uuid.UUID, str] = {}
     phases: list[Phase] = []
     for entry in entries:
+        folded = _fold(entry, fresh)
+        if folded is not None:
+            row, status = folded
+            fresh[row] = status
+            phases[next_free[row] - 1].append(entry)
+            continue
         rows: tuple[uuid.UUID, ...]
         earliest = 0
         match entry:
@@ -194,21 +204,55 @@ def plan_batch(entries: Sequence[JournalEvent]) -> list[Phase]:
         phase = max(earliest, *(next_free.get(row, 0) for row in rows))
         for row in rows:
             next_free[row] = phase + 1
-        if isinstance(entry, TaskCompleted) and entry.context_id is not None:
-            context_phase[entry.context_id] = phase
+            fresh.pop(row, None)
+        match entry:
+            case ExecutionCreated():
+                fresh[entry.execution_id] = "Pending"
+                fresh.update((t.id, "NotStarted") for t in entry.tasks)
+            case TaskCompleted() if entry.context_id is not None:
+                context_phase[entry.context_id] = phase
+            case _:
+                pass
         while len(phases) <= phase:
             phases.append([])
         phases[phase].append(entry)
     return phases
 
 
-class _Parts:
-    """The rows of one statement, by part name (one array per column each)."""
+def _fold(
+    entry: JournalEvent, fresh: dict[uuid.UUID, str]
+) -> tuple[uuid.UUID, str] | None:
+    """The row and new status if ``entry`` can be folded into its row's insert.
 
-    __slots__ = ("rows",)
+    A first ``Running`` of a new execution, and a ``Ready`` or a start of a new
+    task, only set columns of a row this batch inserts: the insert writes their
+    values instead (one statement fewer). A start of a task that a folded start
+    made ``Running`` is not folded, so that it is refused as the UPDATE would be.
+    """
+    match entry:
+        case ExecutionRunning() if fresh.get(entry.execution_id) == "Pending":
+            return entry.execution_id, "Running"
+        case TaskReady() if fresh.get(entry.task_execution_id) in _STARTABLE:
+            return entry.task_execution_id, "Ready"
+        case TaskStarted() if fresh.get(entry.task_execution_id) in _STARTABLE:
+            return entry.task_execution_id, "Running"
+        case _:
+            return None
+
+
+class _Parts:
+    """The rows of one statement, by part name (one array per column each).
+
+    ``executions`` and ``tasks`` hold the rows this statement inserts, by id, so
+    that entries folded into an insert (see ``_fold``) can set their columns.
+    """
+
+    __slots__ = ("executions", "rows", "tasks")
 
     def __init__(self) -> None:
         self.rows: dict[str, list[Row]] = {}
+        self.executions: dict[uuid.UUID, list[object]] = {}
+        self.tasks: dict[uuid.UUID, list[object]] = {}
 
     def add(self, name: str, row: Row) -> None:
         rows = self.rows.get(name)
@@ -222,15 +266,20 @@ def _created(parts: _Parts, e: ExecutionCreated) -> None:
     at = naive_utc(e.at)
     if e.context_id is not None:
         parts.add("insert_contexts", (e.context_id, e.context_json, at))
-    parts.add(
-        "insert_executions",
-        (e.execution_id, e.pipeline_name, e.pipeline_version, e.context_id, at),
-    )
+    execution: list[object] = [
+        e.execution_id, e.pipeline_name, e.pipeline_version, e.context_id, at,
+        "Pending", at,
+    ]  # fmt: skip
+    parts.add("insert_executions", execution)
+    parts.executions[e.execution_id] = execution
     for t in e.tasks:
-        parts.add(
-            "insert_tasks",
-            (t.id, e.execution_id, t.task_name, t.max_attempts, t.trigger_rules, at),
-        )
+        # status, attempt, started_at, updated_at come last (see _ready, _started).
+        task: list[object] = [
+            t.id, e.execution_id, t.task_name, t.max_attempts, t.trigger_rules, at,
+            "NotStarted", 1, None, at,
+        ]  # fmt: skip
+        parts.add("insert_tasks", task)
+        parts.tasks[t.id] = task
 
 
 def _completed(parts: _Parts, e: TaskCompleted) -> None:
@@ -281,15 +330,31 @@ def _abandoned(parts: _Parts, e: TaskAbandoned) -> None:
 
 
 def _running(parts: _Parts, e: ExecutionRunning) -> None:
-    parts.add("mark_executions_running", (e.execution_id, naive_utc(e.at)))
+    at = naive_utc(e.at)
+    inserted = parts.executions.get(e.execution_id)
+    if inserted is None:
+        parts.add("mark_executions_running", (e.execution_id, at))
+    else:
+        inserted[5:7] = ("Running", at)
 
 
 def _ready(parts: _Parts, e: TaskReady) -> None:
-    parts.add("mark_tasks_ready", (e.task_execution_id, naive_utc(e.at)))
+    at = naive_utc(e.at)
+    inserted = parts.tasks.get(e.task_execution_id)
+    if inserted is None:
+        parts.add("mark_tasks_ready", (e.task_execution_id, at))
+    else:
+        inserted[6] = "Ready"
+        inserted[9] = at
 
 
 def _started(parts: _Parts, e: TaskStarted) -> None:
-    parts.add("start_tasks", (e.task_execution_id, e.attempt, naive_utc(e.at)))
+    at = naive_utc(e.at)
+    inserted = parts.tasks.get(e.task_execution_id)
+    if inserted is None:
+        parts.add("start_tasks", (e.task_execution_id, e.attempt, at))
+    else:
+        inserted[6:10] = ("Running", e.attempt, at, at)
 
 
 def _retry(parts: _Parts, e: TaskRetryScheduled) -> None:

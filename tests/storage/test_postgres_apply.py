@@ -54,9 +54,10 @@ def test_entries_writing_one_row_keep_their_order() -> None:
                                  error=None, at=at(5))  # fmt: skip
     make = created(e, t)
     phases = plan_batch([make, ready, start1, retry, start2, done, finish])
-    # The task row's entries follow each other; the execution row's finish only
-    # has to follow its creation.
-    assert phases == [[make], [ready, finish], [start1], [retry], [start2], [done]]
+    # The first Ready and start of the new task are folded into its insert; its
+    # later entries follow each other; the execution row's finish only has to
+    # follow its creation.
+    assert phases == [[make, ready, start1], [retry, finish], [start2], [done]]
 
 
 def test_entries_of_different_executions_share_statements() -> None:
@@ -78,13 +79,9 @@ def test_entries_of_different_executions_share_statements() -> None:
                                 error=None, at=at(3)),
         ]  # fmt: skip
     phases = plan_batch(batch)
-    kinds = [sorted({type(entry).__name__ for entry in phase}) for phase in phases]
-    assert kinds == [
-        ["ExecutionCreated", "ExecutionFinished", "TaskCompleted"],
-        ["ExecutionRunning", "TaskReady"],
-        ["TaskStarted"],
-    ]
-    assert sum(len(phase) for phase in phases) == len(batch)
+    # New executions are inserted Running with their tasks started; completions
+    # and finishes of other executions write other rows: one statement.
+    assert phases == [batch]
 
 
 def test_a_finish_is_never_before_the_completion_that_made_its_context() -> None:
@@ -284,6 +281,54 @@ async def test_a_refused_start_keeps_nothing_of_a_batch_of_many_executions(
         await pg_store.apply(batch)
     for e, _ in fresh:
         assert await pg_store.get_execution(e) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_a_new_execution_started_in_its_batch_is_stored_running(
+    store: tuple[PostgresStore, asyncpg.Connection, str],
+) -> None:
+    pg_store, conn, schema = store
+    e, t, later = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await pg_store.apply([
+        created(e, t, later),
+        j.ExecutionRunning(execution_id=e, at=at(1)),
+        j.TaskReady(task_execution_id=t, at=at(1)),
+        j.TaskStarted(task_execution_id=t, attempt=1, at=at(2)),
+    ])  # fmt: skip
+    execution = await pg_store.get_execution(e)
+    assert execution is not None
+    assert execution.status == "Running"
+    assert (execution.started_at, execution.updated_at) == (T0, at(1))
+    tasks = {x.id: x for x in execution.tasks}
+    assert (tasks[t].status, tasks[t].attempt, tasks[t].started_at) == (
+        "Running", 1, at(2),
+    )  # fmt: skip
+    assert (tasks[t].created_at, tasks[t].updated_at) == (T0, at(2))
+    assert (tasks[later].status, tasks[later].started_at) == ("NotStarted", None)
+    assert tasks[later].updated_at == T0
+    raw = await conn.fetchrow(
+        f'SELECT task_configuration, completed_at FROM "{schema}".task_executions '
+        "WHERE id = $1",
+        t,
+    )
+    assert tuple(raw) == ("{}", None)
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_a_second_start_of_a_new_task_in_its_batch_is_a_conflict(
+    store: tuple[PostgresStore, asyncpg.Connection, str],
+) -> None:
+    pg_store, _, _ = store
+    e, t = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(Conflict, match=f"{t} is Running"):
+        await pg_store.apply([
+            created(e, t),
+            j.TaskStarted(task_execution_id=t, attempt=1, at=at(1)),
+            j.TaskStarted(task_execution_id=t, attempt=1, at=at(2)),
+        ])  # fmt: skip
+    assert await pg_store.get_execution(e) is None
 
 
 @pytest.mark.anyio

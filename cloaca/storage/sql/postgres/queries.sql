@@ -51,25 +51,32 @@ SELECT u.id, u.value, u.at, u.at
 FROM unnest($1::uuid[], $2::varchar[], $3::timestamp[]) AS u (id, value, at);
 
 -- name: insert_executions
--- New executions, Pending, started_at = created_at = updated_at (SCHEMA.md 5.2).
+-- New executions (SCHEMA.md 5.2): started_at = created_at. Status and updated_at
+-- are Pending and the creation time, unless the batch also marks the execution
+-- Running (pg_apply folds that UPDATE into the insert).
 INSERT INTO pipeline_executions
     (id, pipeline_name, pipeline_version, status, context_id, started_at,
      created_at, updated_at)
-SELECT u.id, u.pipeline_name, u.pipeline_version, 'Pending', u.context_id, u.at,
-       u.at, u.at
-FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::uuid[], $5::timestamp[])
-    AS u (id, pipeline_name, pipeline_version, context_id, at);
+SELECT u.id, u.pipeline_name, u.pipeline_version, u.status, u.context_id, u.at,
+       u.at, u.updated_at
+FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::uuid[], $5::timestamp[],
+            $6::varchar[], $7::timestamp[])
+    AS u (id, pipeline_name, pipeline_version, context_id, at, status, updated_at);
 
 -- name: insert_tasks
--- The task rows of new executions, NotStarted, attempt 1 (SCHEMA.md 5.2).
+-- The task rows of new executions (SCHEMA.md 5.2): NotStarted, attempt 1, not
+-- started, updated_at = created_at, unless the batch also makes the task Ready or
+-- starts it (pg_apply folds those UPDATEs into the insert).
 INSERT INTO task_executions
     (id, pipeline_execution_id, task_name, status, attempt, max_attempts,
-     trigger_rules, task_configuration, created_at, updated_at)
-SELECT u.id, u.execution_id, u.task_name, 'NotStarted', 1, u.max_attempts,
-       u.trigger_rules, '{}', u.at, u.at
+     trigger_rules, task_configuration, started_at, created_at, updated_at)
+SELECT u.id, u.execution_id, u.task_name, u.status, u.attempt, u.max_attempts,
+       u.trigger_rules, '{}', u.started_at, u.at, u.updated_at
 FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::integer[], $5::text[],
-            $6::timestamp[])
-    AS u (id, execution_id, task_name, max_attempts, trigger_rules, at);
+            $6::timestamp[], $7::varchar[], $8::integer[], $9::timestamp[],
+            $10::timestamp[])
+    AS u (id, execution_id, task_name, max_attempts, trigger_rules, at, status,
+          attempt, started_at, updated_at);
 
 -- name: mark_executions_running
 -- The first attempt of each execution started.
