@@ -70,7 +70,7 @@ from cloaca.runtime.messages import (
 )
 from cloaca.runtime.outcome import ExecutionOutcome
 from cloaca.runtime.persistence import JournalStats, Persistence
-from cloaca.runtime.recovery import recover
+from cloaca.runtime.recovery import plan_requeue, recover
 from cloaca.runtime.scheduler import Scheduler, outcome_of, rebuild
 from cloaca.runtime.schedules import Schedules, start_schedules
 from cloaca.runtime.sharing import LOOK, Sharing, TaskExchange
@@ -366,6 +366,7 @@ class Runtime:
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.aclose()
+        await self._requeue_interrupted()
         lease = self._lease
         if lease is None:
             return
@@ -382,6 +383,43 @@ class Runtime:
         else:
             if released:
                 logger.info("lease.released", executions=released)
+
+    async def _requeue_interrupted(self) -> None:
+        """Put attempts this shutdown cut short back to ``Ready``, uncounted.
+
+        Runs once every actor stopped. Left ``Running``, they would look like
+        orphans of a crash to the next runner, which counts each against the
+        task's attempt budget (``plan_recovery``): rolling restarts would end
+        in ``ABANDONED`` tasks.
+        """
+        owned = tuple(self._owned)
+        if not owned:
+            return
+        try:
+            rows = [
+                row
+                for execution_id in owned
+                if (row := await self.store.get_execution(execution_id)) is not None
+                and row.status not in FINAL_STATUSES
+            ]
+            entries = plan_requeue(rows, datetime.now(UTC))
+            if not entries:
+                return
+            lease = self._lease
+            if lease is None:
+                await self.store.apply(entries)
+            else:
+                await lease.leases.apply_leased(
+                    entries,
+                    runner_id=lease.runner_id,
+                    touched=[row.id for row in rows],
+                    ttl=lease.ttl,
+                )
+        except StorageError as exc:
+            # They stay Running: the next runner recovers them as a crash's.
+            logger.warning("shutdown.requeue_failed", error=str(exc))
+            return
+        logger.info("shutdown.requeued", attempts=len(entries))
 
     async def __aexit__(
         self,

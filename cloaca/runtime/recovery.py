@@ -96,6 +96,27 @@ def plan_recovery(rows: list[ExecutionRow], at: datetime) -> list[j.JournalEvent
     return entries
 
 
+def plan_requeue(rows: list[ExecutionRow], at: datetime) -> list[j.JournalEvent]:
+    """Entries that put attempts a graceful shutdown cut short back to ``Ready``.
+
+    Unlike crash recovery this counts nothing against the task: the runner chose
+    to stop, the task did not kill it, so rolling restarts never abandon work.
+    Pure.
+    """
+    return [
+        j.TaskReset(
+            task_execution_id=task.id,
+            execution_id=row.id,
+            task_name=task.task_name,
+            recovery_attempt=task.recovery_attempts,
+            at=at,
+        )
+        for row in rows
+        for task in row.tasks
+        if task.status == RUNNING
+    ]
+
+
 async def recover(store: Store, at: datetime) -> list[ExecutionRow]:
     """Repair interrupted executions; return those the scheduler should resume."""
     rows = await store.load_unfinished()
