@@ -158,23 +158,24 @@ async def test_queued_asks_fail_when_the_actor_stops_for_good() -> None:
     gate = anyio.Event()
     async with ActorSystem() as system:
         ref = await system.spawn(ChildSpec("c", Counter, Restart.TEMPORARY))
-        outcomes: list[Any] = []
+        # By position of the ask: the askers may resume in any order.
+        outcomes: dict[int, Any] = {}
 
-        async def ask(message: Any) -> None:
+        async def ask(position: int, message: Any) -> None:
             try:
-                outcomes.append(await ref.ask(message))
+                outcomes[position] = await ref.ask(message)
             except ActorDeadError as exc:
-                outcomes.append(exc)
+                outcomes[position] = exc
 
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
-                for message in (gate, Boom(), 1, 2):
-                    tg.start_soon(ask, message)
+                for position, message in enumerate((gate, Boom(), 1, 2)):
+                    tg.start_soon(ask, position, message)
                     await anyio.wait_all_tasks_blocked()
-                assert outcomes == []
+                assert outcomes == {}
                 gate.set()
         assert outcomes[0] == "released"
-        failures = outcomes[1:]
+        failures = [outcomes[1], outcomes[2], outcomes[3]]
         assert all(isinstance(f, ActorDeadError) for f in failures)
         assert "crashed while handling the request" in str(failures[0])
         assert all(
