@@ -1,12 +1,14 @@
 """Writing one batch of journal entries to PostgreSQL in few round trips.
 
-A batch is applied in one transaction, and most batches in one statement: the
+A batch is applied atomically, and nearly every batch in one statement: the
 batch is cut into *phases*, and each phase is one statement whose
 data-modifying ``WITH`` parts write every row of the phase (one part per named
 statement of ``queries.sql``, each set-based over one array per column with
 ``unnest``). A batch of a busy runner (new executions, starts, completions and
-finishes of dozens of executions) thus costs one or two round trips, plus the
-transaction's ``BEGIN`` and ``COMMIT``.
+finishes of dozens of executions) is one phase, and ``write_batch`` sends it
+alone, in its own implicit transaction: one round trip, commit included. A
+batch of several phases (a task retried within one batch, say) is written by
+``apply_batch`` inside a ``BEGIN``/``COMMIT``.
 
 Phases. The parts of one statement all see the rows as they were before the
 statement, and PostgreSQL does not say which of two changes of one row in one
@@ -22,6 +24,10 @@ same statement counts) and a finished execution's ``context_id``, which names a
 context a ``TaskCompleted`` inserted: the finish goes in that phase or a later
 one. An entry's phase is therefore the earliest that follows every earlier
 entry writing one of its rows and that is not before the context it names.
+One exception saves a phase in every batch that submits work: the first
+``ExecutionRunning`` of an execution the batch creates, and the first
+``TaskReady`` or start of one of its tasks, are folded into the insert of that
+row (the insert writes the status and times they would set).
 
 Leases (``lease=``, used by ``pg_leases.PgLeaseStore.apply_leased``) join the
 first statement as three more parts: insert the leases of executions the batch
@@ -38,7 +44,10 @@ exist raises ``StorageError`` (naming the id), a start of a task that is not
 duplicate id raises ``Conflict`` from the unique index, and a naive ``datetime``
 raises ``StorageError`` before anything is sent. A lost lease wins over those
 (the other runner's writes are the likely reason for them). The raise happens
-inside the batch's transaction, so nothing of the batch is kept. Consequently
+inside the batch's transaction, so nothing of the batch is kept (a statement
+sent alone cannot raise from Python: it fails on the server instead, see
+``batch_statement``, and the batch is then written again in a transaction,
+which raises the exact error). Consequently
 ``apply`` is not idempotent: a batch that did commit fails with ``Conflict``
 when applied again.
 """
@@ -72,7 +81,15 @@ from cloaca.storage.journal import (
 from cloaca.storage.leases import LeaseLost
 from cloaca.storage.queries import load_queries
 
-__all__ = ("BatchLease", "apply_batch", "batch_statement", "naive_utc", "plan_batch")
+__all__ = (
+    "REFUSED",
+    "BatchLease",
+    "apply_batch",
+    "batch_statement",
+    "naive_utc",
+    "plan_batch",
+    "write_batch",
+)
 
 Row = Sequence[object]
 Phase = list[JournalEvent]
@@ -416,21 +433,32 @@ def _renumber(text: str, offset: int) -> str:
     return _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", text)
 
 
-_STATEMENTS: dict[tuple[str, ...], str] = {}
+_STATEMENTS: dict[tuple[tuple[str, ...], bool], str] = {}
+
+REFUSED: Final = "cloaca: batch refused"
+"""Marks the error a lone batch statement raises when a checked part missed rows."""
 
 
-def batch_statement(shape: tuple[str, ...]) -> str:
+def batch_statement(shape: tuple[str, ...], *, alone: bool = False) -> str:
     """The one statement that runs the parts named in ``shape``, in that order.
 
     Each part is ``queries.sql``'s statement of that name with its parameters
-    renumbered after the previous part's. The statement returns ``(part, id)``
-    for every id a checked part did not find: ``part`` is the part's index in
-    ``shape``. Built once per shape (the text is package data only).
+    renumbered after the previous part's. Built once per shape (the text is
+    package data only).
 
     Args:
         shape: Part names, a subsequence of the fixed part order.
+        alone: The statement is the whole batch, run outside a transaction (its
+            own implicit one). Instead of returning what a checked part missed,
+            it then fails, so that the server rolls everything back: casting a
+            text that starts with ``REFUSED`` to an integer raises
+            ``invalid_text_representation`` (plain SQL has no RAISE).
+
+    Returns:
+        Unless ``alone``, a statement returning ``(part, id)`` for every id a
+        checked part did not find (``part``: the part's index in ``shape``).
     """
-    cached = _STATEMENTS.get(shape)
+    cached = _STATEMENTS.get((shape, alone))
     if cached is not None:
         return cached
     ctes: list[str] = []
@@ -446,13 +474,18 @@ def batch_statement(shape: tuple[str, ...]) -> str:
                 f"AS w (id) WHERE w.id NOT IN (SELECT id FROM p{index})"
             )
         offset += count
-    final = (
-        "\nUNION ALL\n".join(checks)
-        if checks
-        else "SELECT NULL::integer AS part, NULL::uuid AS id WHERE false"
-    )
+    if not checks:
+        final = "SELECT NULL::integer AS part, NULL::uuid AS id WHERE false"
+    elif alone:
+        final = (
+            f"SELECT ('{REFUSED}: ' || count(*) || ' rows missed')::integer\n"
+            "FROM (\n" + "\nUNION ALL\n".join(checks) + "\n) AS missed\n"
+            "HAVING count(*) > 0"
+        )
+    else:
+        final = "\nUNION ALL\n".join(checks)
     statement = "WITH " + ",\n".join(ctes) + "\n" + final
-    _STATEMENTS[shape] = statement
+    _STATEMENTS[(shape, alone)] = statement
     return statement
 
 
@@ -488,11 +521,18 @@ async def _refuse(conn: asyncpg.Connection, name: str, missing: set[uuid.UUID]) 
     raise Conflict(f"cannot start a task that is not Ready or NotStarted: {refused}")
 
 
-async def _run(conn: asyncpg.Connection, args_by_part: dict[str, list[object]]) -> None:
+def _shape(
+    args_by_part: dict[str, list[object]],
+) -> tuple[tuple[str, ...], list[object]]:
     shape = tuple(name for name in _ORDER if name in args_by_part)
     args: list[object] = []
     for name in shape:
         args.extend(args_by_part[name])
+    return shape, args
+
+
+async def _run(conn: asyncpg.Connection, args_by_part: dict[str, list[object]]) -> None:
+    shape, args = _shape(args_by_part)
     missed = await conn.fetch(batch_statement(shape), *args)
     if not missed:
         return
@@ -508,6 +548,25 @@ async def _run(conn: asyncpg.Connection, args_by_part: dict[str, list[object]]) 
     # Report the first part that missed rows, as the statements ran in this order.
     part = min(by_part)
     await _refuse(conn, shape[part], by_part[part])
+
+
+def _statements(
+    entries: Sequence[JournalEvent], lease: BatchLease | None
+) -> list[dict[str, list[object]]]:
+    """The arguments of each statement of a batch, by part name."""
+    statements: list[dict[str, list[object]]] = []
+    for phase in plan_batch(entries):
+        parts = _Parts()
+        for entry in phase:
+            _write(parts, entry)
+        statements.append({name: _columns(rows) for name, rows in parts.rows.items()})
+    if lease is not None:
+        lease_args = _lease_parts(lease)
+        if statements:
+            statements[0].update(lease_args)
+        elif lease_args:
+            statements.append(lease_args)
+    return statements
 
 
 async def apply_batch(
@@ -532,18 +591,47 @@ async def apply_batch(
             runner's (checked before any other refusal).
         Conflict, StorageError: As described in the module docstring.
     """
-    statements: list[dict[str, list[object]]] = []
-    for phase in plan_batch(entries):
-        parts = _Parts()
-        for entry in phase:
-            _write(parts, entry)
-        statements.append({name: _columns(rows) for name, rows in parts.rows.items()})
-    if lease is not None:
-        lease_args = _lease_parts(lease)
-        if statements:
-            statements[0].update(lease_args)
-        elif lease_args:
-            statements.append(lease_args)
+    statements = _statements(entries, lease)
     for args_by_part in statements:
         await _run(conn, args_by_part)
     return len(statements)
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    entries: Sequence[JournalEvent],
+    *,
+    lease: BatchLease | None = None,
+) -> None:
+    """Write ``entries`` atomically on ``conn``, which must not be in a transaction.
+
+    A batch of one statement (nearly every batch) is sent alone: its implicit
+    transaction commits with it, one round trip instead of three (``BEGIN``,
+    statement, ``COMMIT``), and just as durable. If a check refuses it, the
+    server rolls it back and the batch is written again in a transaction by
+    ``apply_batch``, which says exactly what was refused (or writes it, if what
+    was missing has appeared meanwhile: every check is made again). Longer
+    batches go to ``apply_batch`` at once.
+
+    Args:
+        conn: A connection outside any transaction.
+        entries: The batch, in order.
+        lease: The batch's lease work.
+
+    Raises:
+        LeaseLost, Conflict, StorageError: As ``apply_batch``.
+    """
+    statements = _statements(entries, lease)
+    if not statements:
+        return
+    if len(statements) == 1:
+        shape, args = _shape(statements[0])
+        try:
+            await conn.execute(batch_statement(shape, alone=True), *args)
+            return
+        except asyncpg.InvalidTextRepresentationError as exc:
+            if REFUSED not in str(exc):
+                raise
+    async with conn.transaction():
+        for args_by_part in statements:
+            await _run(conn, args_by_part)

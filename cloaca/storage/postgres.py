@@ -5,12 +5,13 @@ demand) to the database named in the URL (API.md section 0 item 10). Every
 connection starts with ``TimeZone = 'UTC'`` and, with a ``schema``, with
 ``search_path = "<schema>", public`` (SCHEMA.md 8), both sent in the start-up
 packet, so the ``.sql`` files never name a schema. ``open()`` creates or verifies
-the layout under an advisory lock (``pg_migrate``). ``apply()`` writes a batch in
-one transaction with one ``executemany`` per group of entries (``pg_apply``); it
-is strict (unknown rows, non-ready starts, duplicate ids and naive times are
-refused and nothing of the batch is kept), hence not idempotent. Driver
-errors leave as ``StorageError`` subclasses (``pg_errors``); after a lost
-connection the pool's connections are expired, so the next call reconnects.
+the layout under an advisory lock (``pg_migrate``). ``apply()`` writes a batch
+atomically, nearly always as one statement in its own implicit transaction
+(``pg_apply.write_batch``); it is strict (unknown rows, non-ready starts,
+duplicate ids and naive times are refused and nothing of the batch is kept),
+hence not idempotent. Driver errors leave as ``StorageError`` subclasses
+(``pg_errors``); after a lost connection the pool's connections are expired, so
+the next call reconnects.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import asyncpg
 from cloaca.storage.errors import StorageError
 from cloaca.storage.identifiers import quote_ident, schema_name
 from cloaca.storage.journal import JournalEvent
-from cloaca.storage.pg_apply import apply_batch
+from cloaca.storage.pg_apply import write_batch
 from cloaca.storage.pg_errors import (
     DRIVER_ERRORS,
     is_connection_lost,
@@ -213,8 +214,8 @@ class PostgresStore(PgScheduleStore):
     async def apply(self, entries: Sequence[JournalEvent]) -> None:
         """Write ``entries`` in one transaction (group commit).
 
-        Entries of different executions are written together, one set-based
-        statement per group and table; entries of one execution keep their order.
+        Entries of different executions are written together, usually as one
+        statement; entries writing one row keep their order (``pg_apply``).
         Not idempotent: re-applying a batch that committed raises ``Conflict``.
 
         Args:
@@ -233,8 +234,8 @@ class PostgresStore(PgScheduleStore):
             return
         pool = self._require_pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await apply_batch(conn, entries)
+            async with pool.acquire() as conn:
+                await write_batch(conn, entries)
         except StorageError as exc:
             # Refused by the store itself (unknown row, conditional start, naive
             # time); the transaction was rolled back. Say where.
