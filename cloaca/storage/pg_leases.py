@@ -23,7 +23,7 @@ from cloaca.logging import get_logger
 from cloaca.storage import journal as j
 from cloaca.storage.errors import SchemaMismatch, StorageError
 from cloaca.storage.leases import LeaseLost, execution_ids_of
-from cloaca.storage.pg_apply import BatchLease, apply_batch
+from cloaca.storage.pg_apply import BatchLease, write_batch
 from cloaca.storage.pg_errors import DRIVER_ERRORS
 from cloaca.storage.postgres import PostgresStore
 from cloaca.storage.queries import parse_queries
@@ -149,8 +149,8 @@ class PgLeaseStore:
         )
         pool = self._pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await apply_batch(conn, entries, lease=lease)
+            async with pool.acquire() as conn:
+                await write_batch(conn, entries, lease=lease)
         except LeaseLost:
             raise
         except StorageError as exc:
