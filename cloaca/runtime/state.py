@@ -175,8 +175,11 @@ class ExecutionState:
         for name, names in dependents.items():
             self.tasks[name].dependents = tuple(sorted(names))
         self.remaining = sum(1 for t in self.tasks.values() if t.status not in TERMINAL)
-        # Latest successful non-empty output (API.md 4.6): (completed_at, json, id).
-        self.final_output: tuple[datetime, str, uuid.UUID | None] | None = None
+        # Latest successful non-empty output (API.md 4.6): (completed_at, task
+        # name, json, id). Ties (the same millisecond) are broken by the graph
+        # (``_later``), not by whichever result was handled last, so an execution
+        # rebuilt from the database reports the final context that was stored.
+        self.final_output: tuple[datetime, str, str, uuid.UUID | None] | None = None
         self.final_context_id: uuid.UUID | None = None
         self.finished = False
         self.running = False
@@ -294,9 +297,36 @@ class ExecutionState:
             and task.output_json is not None
             and task.output_json != EMPTY_JSON
             and task.completed_at is not None
-            and (self.final_output is None or task.completed_at >= self.final_output[0])
+            and (
+                self.final_output is None
+                or task.completed_at > self.final_output[0]
+                or (
+                    task.completed_at == self.final_output[0]
+                    and self._later(task.name, self.final_output[1])
+                )
+            )
         ):
-            self.final_output = (task.completed_at, task.output_json, task.context_id)
+            self.final_output = (
+                task.completed_at,
+                task.name,
+                task.output_json,
+                task.context_id,
+            )
+
+    def _later(self, name: str, other: str) -> bool:
+        """Whether ``name`` counts as completed after ``other`` at the same instant.
+
+        A deeper task (a longer chain of dependencies above it) is later, so a
+        dependent always wins over what it depends on; at equal depth, the later
+        name. Only ties get here, so the depths are not kept.
+        """
+        return (self._depth(name), name) >= (self._depth(other), other)
+
+    def _depth(self, name: str) -> int:
+        task = self.tasks.get(name)
+        if task is None or not task.dependencies:
+            return 0
+        return 1 + max(self._depth(dep) for dep in task.dependencies)
 
     # -- outcome ---------------------------------------------------------------
 
@@ -327,9 +357,9 @@ class ExecutionState:
     def final_context_json(self) -> str:
         """The final context of API.md 4.6 as JSON text."""
         if self.final_output is not None:
-            return self.final_output[1]
+            return self.final_output[2]
         return self.input_json
 
     def final_context_ref(self) -> uuid.UUID | None:
         """The ``contexts`` row the execution should point to at the end."""
-        return self.final_output[2] if self.final_output is not None else None
+        return self.final_output[3] if self.final_output is not None else None
