@@ -273,6 +273,7 @@ class Runtime:
                     max_concurrent_tasks=settings.max_concurrent_tasks,
                     task_timeout_seconds=settings.task_timeout_seconds or None,
                     exchange=exchange,
+                    generation=self._generation,
                 ),
             )
         )

@@ -46,6 +46,7 @@ from cloaca.runtime.messages import (
     AttemptSucceeded,
     DispatchTask,
     RunAttempt,
+    SchedulerGeneration,
     TaskRef,
 )
 from cloaca.runtime.sharing import ClaimedAttempt, TaskExchange
@@ -293,7 +294,9 @@ class Executor(Actor[DispatchTask | ClaimedOffer]):
         max_concurrent_tasks: int,
         task_timeout_seconds: float | None,
         exchange: TaskExchange | None = None,
+        generation: SchedulerGeneration | None = None,
     ) -> None:
+        self._generation = generation
         self._supervisor = supervisor
         self._scheduler = scheduler
         self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
@@ -315,6 +318,13 @@ class Executor(Actor[DispatchTask | ClaimedOffer]):
         """
         if isinstance(message, ClaimedOffer):
             self._start_claimed(message)
+            return
+        generation = self._generation
+        if generation is not None and message.task.generation != generation.value:
+            # Left in the mailbox by a scheduler that was replaced: the new one
+            # rebuilt the task from the database and dispatches it again. Started,
+            # it would take the task's slot, report to nobody and make the real
+            # dispatch fail as a duplicate (found by the deterministic simulation).
             return
         received_at = time.perf_counter()
         supervisor = self._supervisor()

@@ -106,8 +106,18 @@ class ResumeIntake(Message, frozen=True):
     """Dispatch again (``DefaultRunner.start()``)."""
 
 
+class RebuildOwned(Message, frozen=True):
+    """A restarted scheduler reloads the executions its predecessor drove.
+
+    Sent to itself from ``on_start`` rather than done there: a start waits for
+    the supervisor, and the rebuild asks Persistence, which that supervisor may
+    have to restart meanwhile (found by the deterministic simulation).
+    """
+
+
 SchedulerMsg = (
-    StartExecution
+    RebuildOwned
+    | StartExecution
     | ResumeExecutions
     | AttemptStarting
     | AttemptSucceeded

@@ -38,6 +38,7 @@ from cloaca.runtime.messages import (
     DispatchTask,
     LeasesLost,
     LoadExecutions,
+    RebuildOwned,
     ResumeExecutions,
     ResumeIntake,
     SchedulerGeneration,
@@ -102,10 +103,19 @@ class Scheduler(Actor[SchedulerMsg]):
     # -- lifecycle -------------------------------------------------------------
 
     async def on_start(self) -> None:
-        """After a restart, rebuild the executions this runner owned."""
+        """After a restart, rebuild the executions this runner owned.
+
+        The rebuild is a message, not part of the start: see ``RebuildOwned``.
+        """
         self._generation.value = self.incarnation
         if self.incarnation > 1 and self._owned:
-            owned = tuple(self._owned)
+            self.ref.send_nowait(RebuildOwned())
+
+    async def _rebuild_owned(self) -> None:
+        # Executions this incarnation started itself are live already (their
+        # creation may not even be committed yet); a repeated request is a no-op.
+        owned = tuple(i for i in self._owned if i not in self._executions)
+        if owned:
             rows = await self._persistence().ask(LoadExecutions(ids=owned))
             found = {row.id for row in rows}
             for execution_id in owned:
@@ -178,6 +188,8 @@ class Scheduler(Actor[SchedulerMsg]):
     async def handle(self, message: SchedulerMsg) -> Any:
         """Dispatch on the message type."""
         match message:
+            case RebuildOwned():
+                await self._rebuild_owned()
             case Committed(seq=seq, generation=generation):
                 if generation == self.incarnation:
                     self._committed(seq)

@@ -61,6 +61,19 @@ def test_every_seed_keeps_the_invariants(seed: int) -> None:
     assert not result.violations, explain(result, MODE)
 
 
+@settings(
+    max_examples=max(10, EXAMPLES // 3),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_every_seed_keeps_the_invariants_when_scheduler_and_persistence_crash(
+    seed: int,
+) -> None:
+    result = simulate(seed, "full")
+    assert not result.violations, explain(result, "full")
+
+
 def test_a_seed_replays_exactly() -> None:
     first = simulate(45, "default")
     second = simulate(45, "default")
