@@ -17,7 +17,8 @@ the next call reconnects.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 
 import asyncpg
@@ -128,6 +129,9 @@ class PostgresStore(PgScheduleStore):
         self._schema = None if schema is None else schema_name(schema)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        # The journal's own pooled connection (see journal_connection).
+        self._journal: asyncpg.Connection | None = None
+        self._journal_busy = False
 
     @property
     def display_url(self) -> str:
@@ -192,7 +196,58 @@ class PostgresStore(PgScheduleStore):
         """Release every connection. Idempotent."""
         pool, self._pool = self._pool, None
         if pool is not None:
+            # A batch in flight releases it itself; pool.close() waits for that.
+            await self._drop_journal(pool)
             await pool.close()
+
+    async def _drop_journal(self, pool: asyncpg.Pool) -> None:
+        """Give the journal connection back to the pool, unless a batch uses it."""
+        if self._journal_busy:
+            return
+        journal, self._journal = self._journal, None
+        if journal is None:
+            return
+        # On an error the pool terminated it; the next batch connects again.
+        with suppress(*DRIVER_ERRORS):
+            await pool.release(journal)
+
+    @asynccontextmanager
+    async def journal_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for one journal batch, outside any transaction.
+
+        Batches come one at a time from the runtime's Persistence actor, so the
+        store keeps one pooled connection for them instead of taking one from
+        the pool per batch: no acquire and release per commit, and the batch
+        statements stay prepared and planned on one server backend. A batch
+        arriving while that connection is in use (a recovery batch of the
+        intake, say), and every batch of a pool of one, takes a pooled one. On
+        anything but a refused batch (a lost connection, a cancellation) the
+        connection goes back to the pool, which closes or resets it, and the
+        next batch takes another.
+
+        Raises:
+            StorageError: The store is not open.
+        """
+        pool = self._require_pool()
+        if self._journal_busy or self._pool_size == 1:
+            async with pool.acquire() as conn:
+                yield conn
+            return
+        self._journal_busy = True
+        keep = False
+        try:
+            if self._journal is None:
+                self._journal = await pool.acquire()
+            yield self._journal
+            keep = True
+        except StorageError:
+            keep = True  # refused by the store: the connection is fine
+            raise
+        finally:
+            self._journal_busy = False
+            if not keep or self._pool is not pool:
+                # Lost, cancelled mid-statement, or the store closed meanwhile.
+                await self._drop_journal(pool)
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -208,6 +263,7 @@ class PostgresStore(PgScheduleStore):
         if is_connection_lost(exc):
             # Every pooled connection may be dead (a server restart or a mass
             # pg_terminate_backend); expiring them makes the next call reconnect.
+            await self._drop_journal(pool)
             await pool.expire_connections()
         return translate_error(exc, self._target, action=action)
 
@@ -234,7 +290,7 @@ class PostgresStore(PgScheduleStore):
             return
         pool = self._require_pool()
         try:
-            async with pool.acquire() as conn:
+            async with self.journal_connection() as conn:
                 await write_batch(conn, entries)
         except StorageError as exc:
             # Refused by the store itself (unknown row, conditional start, naive

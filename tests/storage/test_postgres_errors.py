@@ -219,12 +219,14 @@ async def _store_pids(conn: asyncpg.Connection, application_name: str) -> list[i
     return [r[0] for r in rows]
 
 
+# A pool of one has no journal connection of its own; a larger one keeps one.
+@pytest.mark.parametrize("pool_size", [1, 3])
 async def test_connection_killed_mid_batch_is_unavailable_then_retry_succeeds(
-    conn: asyncpg.Connection, schema: str
+    conn: asyncpg.Connection, schema: str, pool_size: int
 ) -> None:
     app = "cloaca-kill-" + uuid.uuid4().hex[:8]
     store = PostgresStore(
-        f"{pg.URL}?application_name={app}", pool_size=1, schema=schema
+        f"{pg.URL}?application_name={app}", pool_size=pool_size, schema=schema
     )
     await store.open()
     try:
@@ -274,8 +276,14 @@ async def test_connection_killed_mid_batch_is_unavailable_then_retry_succeeds(
         assert execution is not None
         assert execution.status == "Completed"
         assert [t.status for t in execution.tasks] == ["Completed"]
+        second_id, _, second = one_task_workflow()
+        await store.apply(second)
+        assert await store.get_execution(second_id) is not None
     finally:
-        await store.close()
+        # pool.close() waits for every connection taken from the pool: a journal
+        # connection that was never given back would hang it.
+        with anyio.fail_after(10):
+            await store.close()
 
 
 async def test_pool_recovers_after_all_backends_are_terminated(
