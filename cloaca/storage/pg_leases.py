@@ -147,9 +147,9 @@ class PgLeaseStore:
             renew=sorted((set(touched) | named) - created - finished, key=str),
             release=sorted(finished - created, key=str),
         )
-        pool = self._pool()
+        self._pool()  # raises StorageError as is if the store is not open
         try:
-            async with pool.acquire() as conn:
+            async with self._store.journal_connection() as conn:
                 await write_batch(conn, entries, lease=lease)
         except LeaseLost:
             raise
