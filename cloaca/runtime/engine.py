@@ -37,6 +37,7 @@ from typing import Any
 import anyio
 
 from actors import (
+    ActorDeadError,
     ActorSystem,
     ChildSpec,
     Clock,
@@ -84,6 +85,10 @@ from cloaca.storage.protocol import LeaseListener, Store
 logger = get_logger(__name__)
 
 FINAL_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
+
+ASK_ATTEMPTS = 5
+"""Asks of a runtime actor tried before giving up: more crashes in a row than the
+root supervisor's intensity allows end the runtime anyway."""
 
 ROOT_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=3, period=30.0)
 
@@ -509,17 +514,26 @@ class Runtime:
         ``execution_id`` is the id to use (a new one by default).
         """
         execution_id = execution_id or new_id()
-        accepted = await self._scheduler().ask(
-            StartExecution(
-                execution_id=execution_id,
-                workflow_name=workflow_name,
-                context_json=context_json,
-                origin=origin,
-            )
+        request = StartExecution(
+            execution_id=execution_id,
+            workflow_name=workflow_name,
+            context_json=context_json,
+            origin=origin,
         )
-        if not accepted:
-            raise UnknownWorkflow(workflow_name)
-        return execution_id
+        for _ in range(ASK_ATTEMPTS):
+            try:
+                accepted = await self._scheduler().ask(request)
+            except ActorDeadError:
+                # The scheduler crashed around the request. If it took the
+                # execution on, its successor resumes it (or reports it lost if
+                # its creation never became durable); if not, ask that successor.
+                if execution_id in self._owned:
+                    return execution_id
+                continue
+            if not accepted:
+                raise UnknownWorkflow(workflow_name)
+            return execution_id
+        raise RunnerClosed()
 
     async def execute(self, workflow_name: str, context_json: str) -> ExecutionOutcome:
         """Run an execution to its end (API.md 3.9.2) and report it."""
@@ -573,9 +587,16 @@ class Runtime:
     async def wait_for(self, execution_id: uuid.UUID) -> None:
         """Wait until ``execution_id`` (started anywhere, e.g. resumed) has ended."""
         waiter = self._waiters.setdefault(execution_id, _Waiter())
-        rows = await self._system_ref("persistence").ask(
-            LoadExecutions(ids=(execution_id,))
-        )
+        for _ in range(ASK_ATTEMPTS):
+            try:
+                rows = await self._system_ref("persistence").ask(
+                    LoadExecutions(ids=(execution_id,))
+                )
+                break
+            except ActorDeadError:
+                continue  # Persistence crashed answering; its successor answers
+        else:
+            raise RunnerClosed()
         if not rows or rows[0].status in FINAL_STATUSES:
             self._waiters.pop(execution_id, None)
             return

@@ -35,7 +35,7 @@ from typing import Any
 
 import anyio
 
-from actors import ActorDeadError, ManualClock, SupervisorEscalation
+from actors import ManualClock, SupervisorEscalation
 from actors.simulation import (
     ORDER_SENT,
     Fault,
@@ -239,13 +239,8 @@ def fault_rules(config: SimConfig) -> list[FaultRule]:
 
 
 async def _wait_for(runtime: Runtime, execution_id: uuid.UUID) -> None:
-    # Persistence may crash while answering (a designed rebuild); ask again.
-    while True:
-        try:
-            await runtime.wait_for(execution_id)
-        except ActorDeadError:
-            continue
-        return
+    # Persistence may crash while answering; the runtime asks again itself.
+    await runtime.wait_for(execution_id)
 
 
 def _unfinished(path: Path) -> list[uuid.UUID]:
