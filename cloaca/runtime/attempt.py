@@ -16,6 +16,7 @@ import collections
 import contextvars
 import functools
 import inspect
+import math
 import queue
 import sys
 import threading
@@ -75,6 +76,130 @@ _Job = tuple[
     Callable[..., Any],
     tuple[Any, ...],
 ]
+
+
+class TaskSlots(anyio.CapacityLimiter):
+    """``max_concurrent_tasks``: a capacity limiter whose free slot is taken at once.
+
+    The same interface and FIFO fairness as ``anyio.CapacityLimiter``, except
+    that acquiring a free slot is not a checkpoint: anyio's limiter yields to
+    the event loop (inside a shielded cancel scope) on every acquire, one more
+    trip per attempt. Waiting for a slot is cancellable as usual. Borrowers are
+    the acquiring tasks unless given.
+    """
+
+    def __new__(cls, total_tokens: float) -> TaskSlots:
+        """Build the limiter itself (anyio's ``__new__`` picks a backend class)."""
+        return object.__new__(cls)
+
+    def __init__(self, total_tokens: float) -> None:
+        self._total: float = 0
+        self._borrowers: set[object] = set()
+        self._waiting: collections.OrderedDict[object, anyio.Event] = (
+            collections.OrderedDict()
+        )
+        self.total_tokens = total_tokens
+
+    async def __aenter__(self) -> None:
+        await self.acquire_on_behalf_of(_current_task())
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release_on_behalf_of(_current_task())
+
+    @property
+    def total_tokens(self) -> float:
+        """How many slots there are."""
+        return self._total
+
+    @total_tokens.setter
+    def total_tokens(self, value: float) -> None:
+        if not isinstance(value, int) and value != math.inf:
+            raise TypeError("total_tokens must be an int or math.inf")
+        if value < 0:
+            raise ValueError("total_tokens must be >= 0")
+        self._total = value
+        self._admit()
+
+    @property
+    def borrowed_tokens(self) -> int:
+        """Slots taken."""
+        return len(self._borrowers)
+
+    @property
+    def available_tokens(self) -> float:
+        """Slots free."""
+        return self._total - len(self._borrowers)
+
+    def acquire_nowait(self) -> None:
+        """Take a slot for the current task, or raise ``anyio.WouldBlock``."""
+        self.acquire_on_behalf_of_nowait(_current_task())
+
+    def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
+        """Take a slot for ``borrower``, or raise ``anyio.WouldBlock``."""
+        if borrower in self._borrowers:
+            raise RuntimeError(
+                "this borrower is already holding one of this CapacityLimiter's tokens"
+            )
+        if self._waiting or len(self._borrowers) >= self._total:
+            raise anyio.WouldBlock
+        self._borrowers.add(borrower)
+
+    async def acquire(self) -> None:
+        """Take a slot for the current task, waiting for one if none is free."""
+        await self.acquire_on_behalf_of(_current_task())
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        """Take a slot for ``borrower``, waiting (in turn) if none is free."""
+        try:
+            self.acquire_on_behalf_of_nowait(borrower)
+            return
+        except anyio.WouldBlock:
+            pass
+        event = anyio.Event()  # only when waiting: the lookup cost does not matter
+        self._waiting[borrower] = event
+        try:
+            await event.wait()
+        except BaseException:
+            self._waiting.pop(borrower, None)
+            if borrower in self._borrowers:
+                # Granted just as the wait was cancelled: pass the slot on.
+                self.release_on_behalf_of(borrower)
+            raise
+
+    def release(self) -> None:
+        """Give back the current task's slot."""
+        self.release_on_behalf_of(_current_task())
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        """Give back ``borrower``'s slot; the longest waiter gets it."""
+        try:
+            self._borrowers.remove(borrower)
+        except KeyError:
+            raise RuntimeError(
+                "this borrower isn't holding any of this CapacityLimiter's tokens"
+            ) from None
+        self._admit()
+
+    def _admit(self) -> None:
+        waiting = self._waiting
+        while waiting and len(self._borrowers) < self._total:
+            borrower, event = waiting.popitem(last=False)
+            self._borrowers.add(borrower)
+            event.set()
+
+    def statistics(self) -> anyio.CapacityLimiterStatistics:
+        """Slots taken and total, borrowers and waiters (as anyio reports them)."""
+        return anyio.CapacityLimiterStatistics(
+            len(self._borrowers),
+            self._total,
+            tuple(self._borrowers),
+            len(self._waiting),
+        )
+
+
+def _current_task() -> object:
+    task = asyncio.current_task() if _running_loop() is not None else None
+    return task if task is not None else anyio.get_current_task().id
 
 
 TIMED_OUT: Final[Any] = object()

@@ -37,7 +37,7 @@ from actors import (
 from cloaca import registry
 from cloaca.logging import get_logger
 from cloaca.retry import RetryPolicy
-from cloaca.runtime.attempt import AttemptResult, TaskThreads, run_attempt
+from cloaca.runtime.attempt import AttemptResult, TaskSlots, TaskThreads, run_attempt
 from cloaca.runtime.messages import (
     RUN_ATTEMPT,
     AbandonAttempt,
@@ -299,7 +299,7 @@ class Executor(Actor[DispatchTask | ClaimedOffer]):
         self._generation = generation
         self._supervisor = supervisor
         self._scheduler = scheduler
-        self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_tasks))
+        self._limiter = TaskSlots(max(1, max_concurrent_tasks))
         self._threads = TaskThreads()
         self._timeout = task_timeout_seconds
         self._exchange = exchange

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from cloaca.runtime.attempt import TIMED_OUT, TaskThreads
+from cloaca.runtime.attempt import TIMED_OUT, TaskSlots, TaskThreads
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +97,65 @@ async def test_cancelling_the_caller_abandons_the_call(threads: TaskThreads) -> 
     assert scope.cancelled_caught
     release.set()
     assert await threads.run(lambda: "after") == "after"
+
+
+# -- TaskSlots (max_concurrent_tasks) ------------------------------------------
+
+
+async def test_slots_admit_up_to_the_limit_then_in_arrival_order() -> None:
+    slots = TaskSlots(2)
+    order: list[str] = []
+    release: dict[str, anyio.Event] = {}
+
+    async def attempt(name: str) -> None:
+        async with slots:
+            order.append(name)
+            release[name] = anyio.Event()
+            await release[name].wait()
+
+    async with anyio.create_task_group() as tg:
+        for name in ("a", "b", "c", "d"):
+            tg.start_soon(attempt, name)
+            await anyio.wait_all_tasks_blocked()
+        assert order == ["a", "b"]
+        assert slots.available_tokens == 0
+        assert slots.statistics().tasks_waiting == 2
+        release["b"].set()
+        await anyio.wait_all_tasks_blocked()
+        assert order == ["a", "b", "c"]
+        release["a"].set()
+        await anyio.wait_all_tasks_blocked()
+        assert order == ["a", "b", "c", "d"]
+        release["c"].set()
+        release["d"].set()
+    assert slots.available_tokens == 2
+
+
+async def test_a_cancelled_wait_for_a_slot_leaves_no_trace() -> None:
+    slots = TaskSlots(1)
+    slots.acquire_on_behalf_of_nowait("holder")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slots.acquire_on_behalf_of, "waiter")
+        await anyio.wait_all_tasks_blocked()
+        assert slots.statistics().tasks_waiting == 1
+        tg.cancel_scope.cancel()
+    assert slots.statistics().tasks_waiting == 0
+    slots.release_on_behalf_of("holder")
+    assert slots.available_tokens == 1
+    await slots.acquire_on_behalf_of("next")
+    assert slots.borrowed_tokens == 1
+
+
+async def test_slots_refuse_misuse() -> None:
+    slots = TaskSlots(1)
+    slots.acquire_on_behalf_of_nowait("x")
+    with pytest.raises(RuntimeError, match="already holding"):
+        slots.acquire_on_behalf_of_nowait("x")
+    with pytest.raises(anyio.WouldBlock):
+        slots.acquire_on_behalf_of_nowait("y")
+    with pytest.raises(RuntimeError, match="isn't holding"):
+        slots.release_on_behalf_of("y")
+    with pytest.raises(TypeError, match=r"int or math\.inf"):
+        TaskSlots(1.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        TaskSlots(-1)
