@@ -492,11 +492,14 @@ class Supervisor(Actor[Any]):
             # order, and let the child's task run on_start on its own.
             self._starts += 1
             slot.announced = True
-            self._emit(
-                ChildStarted(
-                    supervisor=self.name, child_id=slot.spec.id, incarnation=incarnation
+            if self._monitor is not None:
+                self._emit(
+                    ChildStarted(
+                        supervisor=self.name,
+                        child_id=slot.spec.id,
+                        incarnation=incarnation,
+                    )
                 )
-            )
             status = InstantStart(on_exit)
             loop = running_loop()
             if loop is None:
@@ -573,24 +576,27 @@ class Supervisor(Actor[Any]):
             if slot.exit_event is not None:
                 slot.exit_event.set()
             return
-        name = self.name
-        if not slot.announced:
-            # The child exited before start() returned to us; keep events in order.
-            slot.announced = True
+        if self._monitor is not None:
+            # Events only for a monitor: a task actor per attempt adds up.
+            name = self.name
+            if not slot.announced:
+                # The child exited before start() returned to us; keep events in
+                # order.
+                self._emit(
+                    ChildStarted(
+                        supervisor=name, child_id=slot.spec.id, incarnation=incarnation
+                    )
+                )
             self._emit(
-                ChildStarted(
-                    supervisor=name, child_id=slot.spec.id, incarnation=incarnation
+                ChildExited(
+                    supervisor=name,
+                    child_id=slot.spec.id,
+                    incarnation=incarnation,
+                    reason=reason,
                 )
             )
+        slot.announced = True
         slot.alive = False
-        self._emit(
-            ChildExited(
-                supervisor=name,
-                child_id=slot.spec.id,
-                incarnation=incarnation,
-                reason=reason,
-            )
-        )
         if slot.state == _RUNNING and slot.incarnation == incarnation:
             slot.state = _EXITED
             mailbox = self._mailbox
