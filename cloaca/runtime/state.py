@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final
 
 from cloaca.context import decode_context_data, encode_context_data
@@ -29,6 +30,9 @@ RUNNING_EXECUTION: Final = "Running"
 """``pipeline_executions.status`` once the first attempt started."""
 
 EMPTY_JSON: Final = "{}"
+
+ALWAYS_RULE: Final[Mapping[str, Any]] = MappingProxyType({"type": "Always"})
+"""The trigger rule of every Python task, shared (read-only) by all of them."""
 
 
 _V4_MASK: Final = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
@@ -115,7 +119,7 @@ class TaskState:
         self.max_attempts = max_attempts
         self.status = status
         self.attempt = attempt
-        self.rule: Mapping[str, Any] = rule or {"type": "Always"}
+        self.rule: Mapping[str, Any] = rule or ALWAYS_RULE
         self.output_json: str | None = None
         self.context_id: uuid.UUID | None = None
         self.started_at: datetime | None = None
