@@ -59,6 +59,7 @@ from cloaca.runtime.leases import (
     Lease,
     LeaseKeeper,
     claim_executions,
+    kept_listening,
     lease_ttl_from_env,
 )
 from cloaca.runtime.messages import (
@@ -351,16 +352,11 @@ class Runtime:
         lease = self._lease
         if lease is None or self._closed:
             return
-        listener = self._listener
-        if listener is not None and listener.alive:
-            return
-        self._listener = None
-        if listener is not None:
-            await listener.aclose()
-        try:
-            self._listener = await lease.leases.listen(self._wake_intake)
-        except StorageError as exc:
-            logger.warning("lease.listen_failed", error=str(exc))
+        self._listener = await kept_listening(
+            self._listener,
+            lambda: lease.leases.listen(self._wake_intake),
+            failed_event="lease.listen_failed",
+        )
 
     async def _leave(self) -> None:
         """Graceful leave: close the listener and release every lease at once.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
@@ -36,7 +36,7 @@ from cloaca.runtime.messages import LeasesLost
 from cloaca.runtime.recovery import plan_recovery
 from cloaca.storage.errors import StorageError
 from cloaca.storage.offers import offer_store_for
-from cloaca.storage.protocol import ExecutionRow, LeaseStore, Store
+from cloaca.storage.protocol import ExecutionRow, LeaseListener, LeaseStore, Store
 
 logger = get_logger(__name__)
 
@@ -155,6 +155,29 @@ async def claim_executions(
                 continue
         rows.append(row)
     return rows
+
+
+async def kept_listening(
+    listener: LeaseListener | None,
+    listen: Callable[[], Awaitable[LeaseListener]],
+    *,
+    failed_event: str,
+) -> LeaseListener | None:
+    """``listener`` while it is alive, else a new one (None if that failed).
+
+    Wake-ups are only a shortcut past the polls, so a listener that cannot be
+    opened is logged as ``failed_event`` and tried again by the caller's next
+    round.
+    """
+    if listener is not None and listener.alive:
+        return listener
+    if listener is not None:
+        await listener.aclose()
+    try:
+        return await listen()
+    except StorageError as exc:
+        logger.warning(failed_event, error=str(exc))
+        return None
 
 
 class Beat(msgspec.Struct, frozen=True):

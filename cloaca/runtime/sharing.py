@@ -48,6 +48,7 @@ from actors import Actor, Clock, deadline_scope
 from cloaca import registry
 from cloaca.logging import get_logger
 from cloaca.runtime.attempt import AttemptResult, TaskThreads, run_attempt
+from cloaca.runtime.leases import kept_listening
 from cloaca.runtime.messages import TaskRef
 from cloaca.storage.errors import StorageError
 from cloaca.storage.offers import ClaimedOffer, OfferResult, OfferStore
@@ -483,19 +484,14 @@ class Sharing(Actor[SharingMsg]):
         exchange.deliver(await exchange._take_results())
 
     async def _keep_listening(self) -> None:
-        listener = self._listener
-        if listener is not None and listener.alive:
-            return
-        self._listener = None
-        if listener is not None:
-            await listener.aclose()
         exchange = self._exchange
-        try:
-            self._listener = await exchange.offers.listen(
+        self._listener = await kept_listening(
+            self._listener,
+            lambda: exchange.offers.listen(
                 exchange.runner_id, on_offered=self._offered, on_done=self._done
-            )
-        except StorageError as exc:
-            logger.warning("sharing.listen_failed", error=str(exc))
+            ),
+            failed_event="sharing.listen_failed",
+        )
 
     async def _look(self) -> None:
         exchange = self._exchange

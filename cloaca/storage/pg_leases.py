@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -25,6 +25,7 @@ from cloaca.storage.errors import SchemaMismatch, StorageError
 from cloaca.storage.leases import LeaseLost, execution_ids_of
 from cloaca.storage.pg_apply import BatchLease, write_batch
 from cloaca.storage.pg_errors import DRIVER_ERRORS
+from cloaca.storage.pg_listen import PgListener, open_listener
 from cloaca.storage.postgres import PostgresStore
 from cloaca.storage.queries import parse_queries
 
@@ -51,30 +52,6 @@ _Q: Final = _lease_queries()
 def _ids(rows: Sequence[asyncpg.Record]) -> list[uuid.UUID]:
     # asyncpg hands out its own uuid.UUID subclass; callers compare with uuid.UUID.
     return [uuid.UUID(bytes=r[0].bytes) for r in rows]
-
-
-class _Listener:
-    """One LISTEN connection; closing it ends the subscription."""
-
-    def __init__(self, conn: asyncpg.Connection, callback: Any) -> None:
-        self._conn: asyncpg.Connection | None = conn
-        self._callback = callback
-
-    @property
-    def alive(self) -> bool:
-        """False once the connection is closed or was lost."""
-        return self._conn is not None and not self._conn.is_closed()
-
-    async def aclose(self) -> None:
-        """Stop listening and close the connection. Idempotent."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            await conn.remove_listener(CHANNEL, self._callback)
-            await conn.close(timeout=2)
-        except DRIVER_ERRORS:
-            conn.terminate()
 
 
 class PgLeaseStore:
@@ -234,32 +211,12 @@ class PgLeaseStore:
         except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "announce work") from exc
 
-    async def listen(self, on_wake: Callable[[], None]) -> _Listener:
+    async def listen(self, on_wake: Callable[[], None]) -> PgListener:
         """Call ``on_wake`` whenever a runner announces work in this schema.
 
         Raises:
             StorageError: The listening connection could not be opened.
         """
-        store = self._store
-        try:
-            conn = await asyncpg.connect(
-                server_settings=store._server_settings(),
-                **store._target.connect_kwargs(),
-            )
-        except DRIVER_ERRORS as exc:
-            raise StorageError(
-                f"cannot listen for work on {store.display_url}: {exc}",
-                url=store.display_url,
-            ) from exc
-        try:
-            schema = await conn.fetchval(_Q["current_schema"])
-
-            def callback(_c: object, _pid: int, _channel: str, payload: str) -> None:
-                if payload == schema:
-                    on_wake()
-
-            await conn.add_listener(CHANNEL, callback)
-        except BaseException:
-            conn.terminate()
-            raise
-        return _Listener(conn, callback)
+        return await open_listener(
+            self._store, what="work", wakes=lambda schema: {CHANNEL: (schema, on_wake)}
+        )

@@ -20,6 +20,7 @@ import asyncpg
 from cloaca.storage.errors import StorageError
 from cloaca.storage.offers import ClaimedOffer, OfferResult, OfferState
 from cloaca.storage.pg_errors import DRIVER_ERRORS
+from cloaca.storage.pg_listen import PgListener, open_listener
 from cloaca.storage.postgres import PostgresStore
 from cloaca.storage.queries import parse_queries
 
@@ -47,31 +48,6 @@ _Q: Final = _offer_queries()
 def _uuid(value: uuid.UUID) -> uuid.UUID:
     # asyncpg hands out its own uuid.UUID subclass; callers compare with uuid.UUID.
     return uuid.UUID(bytes=value.bytes)
-
-
-class _OfferListener:
-    """The LISTEN connection of one runner's offer wake-ups."""
-
-    def __init__(self, conn: asyncpg.Connection, callbacks: dict[str, object]) -> None:
-        self._conn: asyncpg.Connection | None = conn
-        self._callbacks = callbacks
-
-    @property
-    def alive(self) -> bool:
-        """False once the connection is closed or was lost."""
-        return self._conn is not None and not self._conn.is_closed()
-
-    async def aclose(self) -> None:
-        """Stop listening and close the connection. Idempotent."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            for channel, callback in self._callbacks.items():
-                await conn.remove_listener(channel, callback)
-            await conn.close(timeout=2)
-        except DRIVER_ERRORS:
-            conn.terminate()
 
 
 class PgOfferStore:
@@ -286,38 +262,17 @@ class PgOfferStore:
         *,
         on_offered: Callable[[], None],
         on_done: Callable[[], None],
-    ) -> _OfferListener:
+    ) -> PgListener:
         """Listen for offers in this schema and for results of ``runner_id``'s.
 
         Raises:
             StorageError: The listening connection could not be opened.
         """
-        store = self._store
-        try:
-            conn = await asyncpg.connect(
-                server_settings=store._server_settings(),
-                **store._target.connect_kwargs(),
-            )
-        except DRIVER_ERRORS as exc:
-            raise StorageError(
-                f"cannot listen for task offers on {store.display_url}: {exc}",
-                url=store.display_url,
-            ) from exc
-        try:
-            schema = await conn.fetchval(_Q["current_schema"])
-            mine = f"{schema} {runner_id}"
-
-            def offered(_c: object, _pid: int, _channel: str, payload: str) -> None:
-                if payload == schema:
-                    on_offered()
-
-            def done(_c: object, _pid: int, _channel: str, payload: str) -> None:
-                if payload == mine:
-                    on_done()
-
-            await conn.add_listener(OFFERED, offered)
-            await conn.add_listener(DONE, done)
-        except BaseException:
-            conn.terminate()
-            raise
-        return _OfferListener(conn, {OFFERED: offered, DONE: done})
+        return await open_listener(
+            self._store,
+            what="task offers",
+            wakes=lambda schema: {
+                OFFERED: (schema, on_offered),
+                DONE: (f"{schema} {runner_id}", on_done),
+            },
+        )

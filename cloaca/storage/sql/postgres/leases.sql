@@ -9,34 +9,6 @@
 -- The table comes with migration cloaca_0001 (migrations/cloaca_0001_*.sql).
 SELECT to_regclass('cloaca_execution_leases') IS NOT NULL
 
--- name: insert_leases
--- Leases of executions a runner creates, in the batch that creates them.
-INSERT INTO cloaca_execution_leases
-    (execution_id, runner_id, expires_at, heartbeat_at, created_at)
-SELECT id, $2, (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
-       now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-FROM unnest($1::uuid[]) AS id
-
--- name: check_leases
--- Renew this runner's leases on the executions a batch touches and return the
--- executions among them it does not hold. The UPDATE locks the lease rows until
--- the batch commits, so no claimer can take one over in between.
-WITH touched AS (
-    SELECT DISTINCT id FROM unnest($1::uuid[]) AS id
-), renewed AS (
-    UPDATE cloaca_execution_leases AS l
-    SET expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => $3),
-        heartbeat_at = now() AT TIME ZONE 'UTC'
-    WHERE l.execution_id IN (SELECT id FROM touched) AND l.runner_id = $2
-    RETURNING l.execution_id
-)
-SELECT id FROM touched WHERE id NOT IN (SELECT execution_id FROM renewed)
-
--- name: release_leases
--- Leases of executions that finished in this batch.
-DELETE FROM cloaca_execution_leases
-WHERE execution_id = ANY($1::uuid[]) AND runner_id = $2
-
 -- name: release_runner_leases
 -- Graceful leave: every lease of one runner, at once.
 DELETE FROM cloaca_execution_leases WHERE runner_id = $1
@@ -84,10 +56,6 @@ SET runner_id = EXCLUDED.runner_id,
 WHERE cloaca_execution_leases.expires_at < now() AT TIME ZONE 'UTC'
    OR cloaca_execution_leases.runner_id = EXCLUDED.runner_id
 RETURNING execution_id
-
--- name: current_schema
--- The schema unqualified names resolve to: the payload of this store's wake-ups.
-SELECT current_schema()
 
 -- name: notify_work
 -- Wake idle runners of this schema (LISTEN cloaca_work; payload = schema).

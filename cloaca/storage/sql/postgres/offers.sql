@@ -151,6 +151,3 @@ DELETE FROM cloaca_task_offers WHERE execution_id = ANY($1::uuid[])
 -- name: notify_offered
 -- Wake the runners of this schema: offers are open to claim.
 SELECT pg_notify('cloaca_offers', current_schema())
-
--- name: current_schema
-SELECT current_schema()
