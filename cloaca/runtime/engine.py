@@ -386,6 +386,24 @@ class Runtime:
             if released:
                 logger.info("lease.released", executions=released)
 
+    async def _stop_sharing(self) -> None:
+        """Leaving: take no more offers and hand back claims not yet started.
+
+        Their owners would otherwise wait for this runner's whole drain before
+        getting them back; claimed attempts already running finish and post.
+        """
+        exchange, lease = self.exchange, self._lease
+        if exchange is None or lease is None:
+            return
+        exchange.accepting = False
+        with anyio.CancelScope(shield=True):
+            try:
+                await exchange.offers.renew_claims(
+                    lease.runner_id, lease.ttl, tuple(exchange.running)
+                )
+            except StorageError as exc:
+                logger.warning("sharing.hand_back_failed", error=str(exc))
+
     async def _requeue_interrupted(self) -> None:
         """Put attempts this shutdown cut short back to ``Ready``, uncounted.
 
@@ -436,6 +454,7 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        await self._stop_sharing()
         try:
             if self._system is not None:
                 # Not inside a shield scope: the system's task group must be exited

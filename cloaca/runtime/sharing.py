@@ -29,12 +29,14 @@ supervisor, and reads results when their owner is woken (``LISTEN``).
 
 Limits, known and accepted: an attempt decides to offer when its turn comes, so
 one already queued for a local slot when a peer appears stays local; a runner
-learns of a new peer at its next announcement (a few seconds at most); at most
-the peers' total capacity is offered at once.
+learns of a new peer, and of how many slots its peers have free, at its next
+announcement (a few seconds at most); at most that many attempts are offered at
+once, so full runners do not offer to each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from collections.abc import Awaitable, Callable
@@ -58,6 +60,11 @@ logger = get_logger(__name__)
 
 CLAIM_BATCH: Final = 16
 """Most offers claimed per look."""
+
+ANNOUNCE_EVERY: Final = 0.25
+"""Seconds between announcements of free slots while they change or this runner
+is full: offers follow the others' room with at most this much delay, so two
+full runners soon stop offering to each other. One small statement each."""
 
 MAX_CLAIMS: Final = 2
 """Claims an offer may have before only its owner may run it: each claim whose
@@ -107,11 +114,13 @@ def _plain(value: uuid.UUID) -> uuid.UUID:
 class _Waiting:
     """An offered attempt its task actor is waiting on."""
 
-    __slots__ = ("result", "wake")
+    __slots__ = ("queued", "result", "wake")
 
     def __init__(self) -> None:
         self.wake = anyio.Event()
         self.result: OfferResult | None = None
+        self.queued = False
+        """Waiting in the slot queue (rather than for a claimer's result)."""
 
     def answered(self) -> bool:
         """A result arrived (a method: it changes while its attempt awaits)."""
@@ -137,8 +146,9 @@ class TaskExchange:
         self.clock = clock
         self.limiter: anyio.CapacityLimiter | None = None
         """The executor's slots; set by the executor."""
-        self.peer_capacity = 0
-        """Attempt slots of the other live runners (from the last announcement)."""
+        self.peer_free_slots = 0
+        """Free attempt slots of the other live runners at their last
+        announcement: at most this many attempts are offered at once."""
         self.accepting = True
         """False while the runtime is stopped or leaving: no new offers or claims."""
         self.offers_open = False
@@ -146,6 +156,8 @@ class TaskExchange:
         self.stats = SharingStats()
         self.working: set[uuid.UUID] = set()
         """Claimed attempts of others this runner has yet to finish (renewed)."""
+        self.running: set[uuid.UUID] = set()
+        """Those of ``working`` whose body holds a slot here now."""
         self.announced = anyio.Event()
         """Set once this runner announced itself and learnt its peers' capacity."""
         self._waiting: dict[uuid.UUID, _Waiting] = {}
@@ -161,26 +173,27 @@ class TaskExchange:
         self._on_slot_free = callback
 
     def should_offer(self, limiter: anyio.CapacityLimiter) -> bool:
-        """Offer rather than queue: no slot is free and other runners have room."""
+        """Offer rather than queue: no slot is free and other runners had room."""
         return (
             self.accepting
             and limiter.available_tokens < 1
-            and len(self._waiting) < self.peer_capacity
+            and len(self._waiting) < self.peer_free_slots
         )
 
     def slot_freed(self) -> None:
-        """An attempt left its slot: wake the oldest waiting offer, or claim."""
-        for waiting in self._waiting.values():
-            if not waiting.wake.is_set():
-                waiting.wake.set()
-                return
+        """An attempt left its slot: claim others' offers if any are open."""
         if self.offers_open and self._on_slot_free is not None:
             self._on_slot_free()
 
     def recheck(self) -> None:
-        """Offers changed hands (a claimer left): let waiting attempts look again."""
+        """Offers changed hands (a claimer left): look again.
+
+        Attempts that wait for a claimer's result queue for a slot again;
+        queued ones keep their place.
+        """
         for waiting in self._waiting.values():
-            waiting.wake.set()
+            if not waiting.queued:
+                waiting.wake.set()
 
     def deliver(self, results: list[OfferResult]) -> None:
         """Hand results read from the offer table to the attempts waiting on them."""
@@ -234,47 +247,78 @@ class TaskExchange:
                         error=waiting.result.error,
                     )
                 waiting.wake = anyio.Event()
-                if await self._withdraw_if_slot(waiting, row_id, limiter):
+                if await self._slot_unless_woken(waiting, limiter):
                     try:
-                        return await run_here()
-                    finally:
+                        withdrawn = await self._withdraw(row_id)
+                    except BaseException:
                         limiter.release_on_behalf_of(waiting)
-                async with deadline_scope(
-                    self.clock, self.clock.monotonic() + self.check_interval
-                ) as scope:
-                    await waiting.wake.wait()
-                timed_out = bool(scope.cancelled_caught)
-                if timed_out and not waiting.answered() and await self._gone(row_id):
-                    # Taken over, or its result was lost on the way: run it
-                    # here rather than lose it (at-least-once).
-                    async with limiter:
-                        return await run_here()
+                        raise
+                    if withdrawn:
+                        try:
+                            return await run_here()
+                        finally:
+                            limiter.release_on_behalf_of(waiting)
+                    limiter.release_on_behalf_of(waiting)
+                    # A live claim holds it: wait for that runner's result,
+                    # looking again after a while in case it died.
+                    if await self._answered_within_interval(waiting):
+                        continue
+                    if await self._gone(row_id):
+                        # Taken over, or its result was lost on the way: run it
+                        # here rather than lose it (at-least-once).
+                        async with limiter:
+                            return await run_here()
         finally:
             # A restarted task actor may have registered the same task since.
             if self._waiting.get(row_id) is waiting:
                 del self._waiting[row_id]
 
-    async def _withdraw_if_slot(
-        self, waiting: _Waiting, row_id: uuid.UUID, limiter: anyio.CapacityLimiter
+    async def _slot_unless_woken(
+        self, waiting: _Waiting, limiter: anyio.CapacityLimiter
     ) -> bool:
-        """Take a free slot and the offer back; True holding the slot."""
+        """Queue for a slot like a local attempt.
+
+        True holding it (on behalf of ``waiting``), False if a result or a
+        recheck came first.
+        """
+        got = False
+        waiting.queued = True
         try:
-            limiter.acquire_on_behalf_of_nowait(waiting)
-        except anyio.WouldBlock:
-            return False
+            async with anyio.create_task_group() as tg:
+
+                async def take() -> None:
+                    nonlocal got
+                    await limiter.acquire_on_behalf_of(waiting)
+                    got = True
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(take)
+                await waiting.wake.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            waiting.queued = False
+            if not got:
+                # Handed over just as the wait was cancelled: give it back.
+                with contextlib.suppress(RuntimeError):
+                    limiter.release_on_behalf_of(waiting)
+        return got
+
+    async def _answered_within_interval(self, waiting: _Waiting) -> bool:
+        async with deadline_scope(
+            self.clock, self.clock.monotonic() + self.check_interval
+        ):
+            await waiting.wake.wait()
+        return waiting.answered() or waiting.wake.is_set()
+
+    async def _withdraw(self, row_id: uuid.UUID) -> bool:
         try:
             withdrawn = await self.offers.withdraw(row_id, self.runner_id)
         except StorageError as exc:
             logger.warning("sharing.withdraw_failed", error=str(exc))
-            withdrawn = False
-        except BaseException:
-            limiter.release_on_behalf_of(waiting)
-            raise
+            return False
         if withdrawn:
             self.stats.withdrawn += 1
-            return True
-        limiter.release_on_behalf_of(waiting)
-        return False
+        return withdrawn
 
     async def _gone(self, row_id: uuid.UUID) -> bool:
         try:
@@ -347,6 +391,7 @@ class ClaimedAttempt(Actor[Look]):
         try:
             spec = registry.get_task(offer.task_name)
             async with limiter:
+                exchange.running.add(offer.task_execution_id)
                 if spec is None:
                     result = AttemptResult(error=f"Task not found: {offer.task_name}")
                 else:
@@ -380,6 +425,7 @@ class ClaimedAttempt(Actor[Look]):
                 exchange.stats.refused += 1
         finally:
             exchange.working.discard(offer.task_execution_id)
+            exchange.running.discard(offer.task_execution_id)
             exchange.slot_freed()
         self.stop()
 
@@ -413,7 +459,11 @@ class Sharing(Actor[SharingMsg]):
         self._interval = interval
         self._listener: LeaseListener | None = None
         self._due = -math.inf
+        self._announce_due = -math.inf
+        self._announced_free = -1
         self._sleeping: anyio.CancelScope | None = None
+        self._poked = 0
+        """Poked messages not yet handled (while any wait, never sleep)."""
 
     async def on_start(self) -> None:
         """Announce the runner at once."""
@@ -426,8 +476,9 @@ class Sharing(Actor[SharingMsg]):
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
 
-    def poke(self, message: SharingMsg) -> None:
+    def poke(self, message: Look | Results) -> None:
         """Deliver ``message`` and end the wait for housekeeping (on the loop)."""
+        self._poked += 1
         self.ref.send_nowait(message)
         if self._sleeping is not None:
             self._sleeping.cancel()
@@ -447,36 +498,65 @@ class Sharing(Actor[SharingMsg]):
         exchange = self._exchange
         match message:
             case Look():
+                self._poked = max(0, self._poked - 1)
                 await self._look()
             case Results():
+                self._poked = max(0, self._poked - 1)
                 exchange.deliver(await exchange._take_results())
             case Housekeeping():
                 pass
-        if self.clock.monotonic() >= self._due:
+        now = self.clock.monotonic()
+        if now >= self._due:
             await self._housekeeping()
-            self._due = self.clock.monotonic() + self._interval
+            self._due = now + self._interval
+            self._announce_due = now + ANNOUNCE_EVERY
+        elif now >= self._announce_due:
+            await self._announce(only_if_changed=True)
+            self._announce_due = now + ANNOUNCE_EVERY
+        if self._poked > 0:
+            # Poked while busy: those messages wait in the mailbox, so serve
+            # them now instead of sleeping in front of them.
+            return
         with anyio.CancelScope() as scope:
             self._sleeping = scope
             try:
-                await self.clock.sleep_until(self._due)
+                await self.clock.sleep_until(min(self._due, self._announce_due))
             finally:
                 self._sleeping = None
         if not scope.cancel_called:
             self.ref.send_nowait(HOUSEKEEPING)
 
+    async def _announce(self, *, only_if_changed: bool = False) -> None:
+        """Tell the others how many slots are free here; learn theirs.
+
+        Between rounds of housekeeping, only when that changed or while this
+        runner is full (then whether the others have room decides its offers).
+        """
+        exchange = self._exchange
+        limiter = exchange.limiter
+        free = 0 if limiter is None else int(limiter.available_tokens)
+        if only_if_changed and free == self._announced_free and free > 0:
+            return
+        try:
+            exchange.peer_free_slots = await exchange.offers.announce(
+                exchange.runner_id, self._capacity, free, exchange.ttl
+            )
+        except StorageError as exc:
+            logger.warning("sharing.announce_failed", error=str(exc))
+            return
+        self._announced_free = free
+        exchange.announced.set()
+
     async def _housekeeping(self) -> None:
         exchange = self._exchange
+        await self._announce()
         try:
-            exchange.peer_capacity = await exchange.offers.register(
-                exchange.runner_id, self._capacity, exchange.ttl
-            )
             await exchange.offers.renew_claims(
                 exchange.runner_id, exchange.ttl, tuple(exchange.working)
             )
+            await exchange.offers.tidy()
         except StorageError as exc:
             logger.warning("sharing.housekeeping_failed", error=str(exc))
-        else:
-            exchange.announced.set()
         await self._keep_listening()
         # A wake-up may have been missed while the listener was down.
         exchange.offers_open = True

@@ -66,13 +66,19 @@ class OfferState(msgspec.Struct, frozen=True, kw_only=True):
 class OfferStore(Protocol):
     """Task offers beside a lease store (see the module)."""
 
-    async def register(self, runner_id: uuid.UUID, capacity: int, ttl: float) -> int:
-        """Announce this runner alive for ``ttl`` s; return the peers' capacity.
+    async def announce(
+        self, runner_id: uuid.UUID, capacity: int, free: int, ttl: float
+    ) -> int:
+        """Announce this runner alive for ``ttl`` s; return the peers' free slots.
 
-        The capacity is the other live runners' attempt slots, 0 when alone.
-        Housekeeping too: forgets long-dead runners and offers of executions
-        nobody leases any more.
+        ``free`` is how many of this runner's ``capacity`` slots are free now;
+        the answer sums the other live runners' at their last announcement (0
+        when alone or when every other runner is full).
         """
+        ...
+
+    async def tidy(self) -> None:
+        """Forget long-dead runners and offers of executions nobody leases."""
         ...
 
     async def leave(self, runner_id: uuid.UUID) -> None:

@@ -62,17 +62,27 @@ class PgOfferStore:
     async def _fail(self, exc: BaseException, action: str) -> StorageError:
         return await self._store._failed(self._pool(), exc, action)
 
-    async def register(self, runner_id: uuid.UUID, capacity: int, ttl: float) -> int:
-        """Announce this runner; return the other live runners' capacity."""
+    async def announce(
+        self, runner_id: uuid.UUID, capacity: int, free: int, ttl: float
+    ) -> int:
+        """Announce this runner; return the other live runners' free slots."""
         try:
             async with self._pool().acquire() as conn:
-                await conn.execute(_Q["register_runner"], runner_id, capacity, ttl)
-                await conn.execute(_Q["forget_dead_runners"], DEAD_RUNNER_GRACE)
-                await conn.execute(_Q["forget_orphan_offers"])
-                peers = await conn.fetchval(_Q["peer_capacity"], runner_id)
+                peers = await conn.fetchval(
+                    _Q["announce_runner"], runner_id, capacity, ttl, free
+                )
         except DRIVER_ERRORS as exc:
             raise await self._fail(exc, "announce this runner") from exc
         return int(peers or 0)
+
+    async def tidy(self) -> None:
+        """Forget long-dead runners and offers of executions nobody leases."""
+        try:
+            async with self._pool().acquire() as conn:
+                await conn.execute(_Q["forget_dead_runners"], DEAD_RUNNER_GRACE)
+                await conn.execute(_Q["forget_orphan_offers"])
+        except DRIVER_ERRORS as exc:
+            raise await self._fail(exc, "tidy the offer tables") from exc
 
     async def leave(self, runner_id: uuid.UUID) -> None:
         """Forget the runner, drop its offers, hand back its claims; wake others."""

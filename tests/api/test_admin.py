@@ -193,6 +193,7 @@ def test_create_tenant_provisions_schema_role_and_tables(
                 *(f"{n:03d}" for n in range(10)),
                 "cloaca_0001",
                 "cloaca_0002",
+                "cloaca_0003",
             ]
             assert await conn.fetchval("SELECT count(*) FROM pipeline_executions") == 0
             await conn.execute("CREATE TABLE cloaca_own_table (id int)")

@@ -159,7 +159,7 @@ async def test_a_runner_alone_offers_nothing(schema: str) -> None:
     async with runtime(schema, slots=1) as owner:
         await started(owner)
         assert owner.exchange is not None
-        assert owner.exchange.peer_capacity == 0
+        assert owner.exchange.peer_free_slots == 0
         with anyio.fail_after(DEADLINE):
             outcome = await owner.execute("alone_fan", "{}")
         assert outcome.status == "Completed"
@@ -266,7 +266,7 @@ async def test_a_claimer_leaving_hands_its_claims_back(schema: str) -> None:
         async with runtime(schema, slots=2) as claimer:
             await started(claimer)
             # The owner learns of its peer at its next announcement.
-            await until(lambda: exchange.peer_capacity > 0)
+            await until(lambda: exchange.peer_free_slots > 0)
             tg.start_soon(flow.run_on, owner)
             with anyio.fail_after(DEADLINE):
                 await flow.first_run.wait()
@@ -406,3 +406,43 @@ async def test_results_are_accepted_only_from_the_live_claim(schema: str) -> Non
         )
     finally:
         await store.close()
+
+
+async def test_a_full_runner_offers_nothing_to_runners_that_are_full_too(
+    schema: str,
+) -> None:
+    gate, busy = anyio.Event(), anyio.Event()
+    with cloaca.WorkflowBuilder("occupy"):
+
+        @cloaca.task(id="hold")
+        async def hold(ctx: cloaca.Context) -> cloaca.Context:
+            busy.set()
+            await gate.wait()
+            return ctx
+
+    define_fan("full_fan", 2, Meeting(quorum=1))
+    async with runtime(schema, slots=1) as other, anyio.create_task_group() as tg:
+        tg.start_soon(other.execute, "occupy", "{}")
+        with anyio.fail_after(DEADLINE):
+            await busy.wait()
+
+        async def other_announced_full() -> bool:
+            rows = await fetch(
+                schema,
+                "SELECT free_slots FROM cloaca_runners WHERE runner_id = $1",
+                other.runner_id,
+            )
+            return [r["free_slots"] for r in rows] == [0]
+
+        with anyio.fail_after(DEADLINE):
+            while not await other_announced_full():
+                await anyio.lowlevel.checkpoint()
+        async with runtime(schema, slots=1) as owner:
+            await started(owner)
+            assert owner.exchange is not None
+            assert owner.exchange.peer_free_slots == 0
+            with anyio.fail_after(DEADLINE):
+                outcome = await owner.execute("full_fan", "{}")
+            assert outcome.status == "Completed"
+            assert owner.exchange.stats.offered == 0
+        gate.set()

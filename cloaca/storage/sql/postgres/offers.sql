@@ -1,19 +1,23 @@
 -- Task offers between runners sharing one database (migration cloaca_0002,
 -- cloaca.storage.pg_offers). Times are the server's clock in UTC, as in leases.sql.
 
--- name: register_runner
--- Announce (or renew) a live runner and its attempt capacity.
-INSERT INTO cloaca_runners (runner_id, capacity, heartbeat_at, expires_at)
-VALUES ($1, $2, now() AT TIME ZONE 'UTC',
-        (now() AT TIME ZONE 'UTC') + make_interval(secs => $3))
-ON CONFLICT (runner_id) DO UPDATE
-SET capacity = EXCLUDED.capacity,
-    heartbeat_at = EXCLUDED.heartbeat_at,
-    expires_at = EXCLUDED.expires_at
-
--- name: peer_capacity
--- Attempt slots of the other live runners (0 when this runner is alone).
-SELECT coalesce(sum(capacity), 0)::bigint FROM cloaca_runners
+-- name: announce_runner
+-- Announce (or renew) a live runner, its attempt capacity and its free slots, and
+-- return the free slots of the other live runners at their last announcement (0
+-- when this runner is alone or every other one is full).
+WITH announced AS (
+    INSERT INTO cloaca_runners
+        (runner_id, capacity, heartbeat_at, expires_at, free_slots)
+    VALUES ($1, $2, now() AT TIME ZONE 'UTC',
+            (now() AT TIME ZONE 'UTC') + make_interval(secs => $3), $4)
+    ON CONFLICT (runner_id) DO UPDATE
+    SET capacity = EXCLUDED.capacity,
+        heartbeat_at = EXCLUDED.heartbeat_at,
+        expires_at = EXCLUDED.expires_at,
+        free_slots = EXCLUDED.free_slots
+    RETURNING 1
+)
+SELECT coalesce(sum(free_slots), 0)::bigint FROM cloaca_runners
 WHERE runner_id <> $1 AND expires_at > now() AT TIME ZONE 'UTC'
 
 -- name: forget_runner
