@@ -132,7 +132,11 @@ async def claim_executions(
     offers = offer_store_for(lease.leases)
     if offers is not None and taken:
         # A previous owner's offers: their results would be refused now.
-        await offers.drop_for_executions(taken)
+        try:
+            await offers.drop_for_executions(taken)
+        except StorageError as exc:
+            # Harmless if left: nobody can claim them, housekeeping drops them.
+            logger.warning("lease.stale_offers_kept", error=str(exc))
     rows: list[ExecutionRow] = []
     for execution_id in ids:
         if execution_id in known:

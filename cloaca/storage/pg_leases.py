@@ -175,13 +175,17 @@ class PgLeaseStore:
     async def heartbeat(
         self, *, runner_id: uuid.UUID, ttl: float, owned: Sequence[uuid.UUID]
     ) -> set[uuid.UUID]:
-        """Renew every lease of ``runner_id``; return ``owned`` ones others hold."""
+        """Renew the leases of ``runner_id`` on ``owned``; return those others hold.
+
+        A lease of this runner on an execution not in ``owned`` (taken by a claim
+        whose answer was lost) is left to run out, so it is claimed again.
+        """
         pool = self._pool()
         try:
             async with pool.acquire() as conn:
-                await conn.execute(_Q["heartbeat_leases"], runner_id, ttl)
                 if not owned:
                     return set()
+                await conn.execute(_Q["heartbeat_leases"], runner_id, ttl, list(owned))
                 rows = await conn.fetch(
                     _Q["leases_held_by_others"], list(owned), runner_id
                 )

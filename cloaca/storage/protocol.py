@@ -479,7 +479,11 @@ class LeaseStore(Protocol):
     async def heartbeat(
         self, *, runner_id: uuid.UUID, ttl: float, owned: Sequence[uuid.UUID]
     ) -> set[uuid.UUID]:
-        """Renew every lease of ``runner_id``; return ``owned`` ones others hold."""
+        """Renew the leases of ``runner_id`` on ``owned``; return those others hold.
+
+        A lease of this runner on an execution not in ``owned`` (taken by a claim
+        whose answer was lost) is left to run out, so it is claimed again.
+        """
         ...
 
     async def release(self, runner_id: uuid.UUID) -> int:

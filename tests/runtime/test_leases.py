@@ -291,3 +291,36 @@ async def test_graceful_leave_hands_work_to_another_runner_at_once(schema: str) 
     )
     assert [r["status"] for r in rows] == ["Completed"]
     assert runs == ["first", "slow", "slow"]
+
+
+async def test_a_heartbeat_renews_only_the_leases_of_executions_the_runner_drives(
+    schema: str,
+) -> None:
+    store = await pg_support.make_postgres_store(schema)
+    try:
+        lease_store = lease_store_for(store)
+        assert lease_store is not None
+        runner, driven, orphan = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        # The orphan: a claim took it, but its answer was lost with the
+        # connection, so the runner never learnt it holds it.
+        for execution_id in (driven, orphan):
+            await fetch(
+                schema,
+                "INSERT INTO cloaca_execution_leases VALUES"
+                " ($1, $2, now() - interval '1 minute', now(), now())",
+                execution_id,
+                runner,
+            )
+        assert (
+            await lease_store.heartbeat(runner_id=runner, ttl=60, owned=[driven])
+            == set()
+        )
+        rows = await fetch(
+            schema,
+            "SELECT execution_id, expires_at > now() AT TIME ZONE 'UTC' AS live"
+            " FROM cloaca_execution_leases",
+        )
+        live = {uuid.UUID(str(r["execution_id"])): r["live"] for r in rows}
+        assert live == {driven: True, orphan: False}  # it runs out: claimable again
+    finally:
+        await store.close()

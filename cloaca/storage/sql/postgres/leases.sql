@@ -15,11 +15,14 @@ DELETE FROM cloaca_execution_leases WHERE runner_id = $1
 RETURNING execution_id
 
 -- name: heartbeat_leases
--- Extend every lease of one runner in one statement.
+-- Extend the leases of one runner on the executions it drives, in one statement.
+-- Only those: a lease taken by a claim whose answer was lost with its connection
+-- names an execution the runner does not know it holds, and must run out so that
+-- it is claimed again (by this runner or another).
 UPDATE cloaca_execution_leases
 SET expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => $2),
     heartbeat_at = now() AT TIME ZONE 'UTC'
-WHERE runner_id = $1
+WHERE runner_id = $1 AND execution_id = ANY($3::uuid[])
 RETURNING execution_id
 
 -- name: leases_held_by_others
