@@ -477,8 +477,11 @@ class Runtime:
     # -- executions ------------------------------------------------------------
 
     def _finished(self, outcome: ExecutionOutcome) -> None:
-        if self._lease is not None:
-            # Capacity freed: claim what other runners could not take.
+        intake = self._intake
+        if self._lease is not None and intake is not None and intake.starved:
+            # Capacity freed while work was left unclaimed for want of it: claim
+            # it now. Otherwise a claim per finished execution would cost a
+            # transaction each for nothing.
             self._wake_intake()
         waiter = self._waiters.pop(outcome.execution_id, None)
         if waiter is not None:

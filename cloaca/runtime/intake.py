@@ -16,8 +16,9 @@ With leases (several runners on PostgreSQL, ``cloaca.runtime.leases``) a poll
 claims leases instead, on executions that are ``Pending`` or whose runner died,
 never more than the runner's spare capacity (``claim_limit``), so the rest stays
 for the other runners. A wake-up (``NOTIFY`` of a submission or a released
-lease, or one of this runner's executions ending) ends the wait between polls at
-once; the poll interval only remains as a safety net.
+lease, or one of this runner's executions ending while the last poll was short
+of capacity) ends the wait between polls at once; the poll interval only remains
+as a safety net.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class Intake(Actor[Poll]):
         self._recover = recover
         self._sleeping: anyio.CancelScope | None = None
         self._woken = False
+        self._starved = False
 
     async def on_start(self) -> None:
         """Start polling."""
@@ -169,9 +171,15 @@ class Intake(Actor[Poll]):
             self._woken = False
         self.ref.send_nowait(_POLL)
 
+    @property
+    def starved(self) -> bool:
+        """The last poll left work unclaimed for want of capacity, or may have."""
+        return self._starved
+
     async def _poll_leased(self, lease: Lease) -> None:
         spare = self._claim_limit - len(self._owned)
         if spare <= 0:
+            self._starved = True
             return
         at = datetime.fromtimestamp(self.clock.wall_ms() / 1000, UTC)
         rows = await claim_executions(
@@ -188,6 +196,7 @@ class Intake(Actor[Poll]):
             scheduler.send_nowait(ResumeExecutions(rows=tuple(rows)))
             # There may be more than one claim's worth waiting.
             self._woken = len(rows) >= min(spare, CLAIM_BATCH)
+        self._starved = len(rows) >= spare
 
     async def _poll(self) -> None:
         rows = await self._store.list_executions(status=PENDING, limit=CLAIM_BATCH)
