@@ -7,8 +7,9 @@ slot of ``max_concurrent_tasks`` is taken and another runner is alive. Then the
 task actor offers the attempt (``cloaca.storage.offers``) instead of queueing
 silently, and waits for whichever comes first:
 
-* a local slot: it withdraws the offer (only possible while nobody holds a live
-  claim on it) and runs the attempt here, as it would have without sharing;
+* a local slot, for which it queues in turn like any local attempt: it
+  withdraws the offer (only possible while nobody holds a live claim on it) and
+  runs the attempt here, as it would have without sharing;
 * a result posted by the runner that claimed it: the attempt succeeded or failed
   there, and the task actor reports it to its scheduler exactly as if it had run
   here (retries, their backoff and the attempt budget stay the owner's).
@@ -27,11 +28,15 @@ runner (so a runner alone offers nothing), renews its claims, claims offers
 when slots are free, runs them as ``ClaimedAttempt`` actors under the task
 supervisor, and reads results when their owner is woken (``LISTEN``).
 
+Runners announce how many of their slots are free (every quarter second while
+that changes or while they are full, else every round of housekeeping), and a
+full runner offers at most as many attempts as the others had free, so full
+runners soon stop offering to each other.
+
 Limits, known and accepted: an attempt decides to offer when its turn comes, so
 one already queued for a local slot when a peer appears stays local; a runner
-learns of a new peer, and of how many slots its peers have free, at its next
-announcement (a few seconds at most); at most that many attempts are offered at
-once, so full runners do not offer to each other.
+learns of a new peer at its next announcement, up to a round of housekeeping
+(two seconds at most) when it is not full.
 """
 
 from __future__ import annotations
