@@ -168,7 +168,6 @@ class Runtime:
         self._offers = None if leases is None else offer_store_for(leases)
         self.exchange: TaskExchange | None = None
         """Task-level sharing with other runners (PostgreSQL); set at start."""
-        self._sharing: Sharing | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -328,7 +327,7 @@ class Runtime:
             root.ref_of("executor").send_nowait(offer)
 
         def make_sharing() -> Sharing:
-            self._sharing = sharing = Sharing(
+            sharing = Sharing(
                 exchange,
                 self.settings.max_concurrent_tasks,
                 start_claimed,
@@ -361,9 +360,10 @@ class Runtime:
     async def _leave(self) -> None:
         """Graceful leave: close the listener and release every lease at once.
 
-        Task offers go first: this runner's own (their results would have no
-        reader) and its unfinished claims on others' (handed back, so their
-        owners need not wait for the claims to expire).
+        Before the leases go: interrupted attempts are put back (uncounted), and
+        task offers go, this runner's own (their results would have no reader)
+        and its unfinished claims on others' (handed back, so their owners need
+        not wait for the claims to expire).
         """
         listener, self._listener = self._listener, None
         if listener is not None:
