@@ -41,6 +41,9 @@ __all__ = (
 Tick = Callable[[int], None]
 """Progress callback: executions completed so far in the measured part."""
 
+Take = Callable[[], bool]
+"""Takes one execution from the run's shared pool; False once the pool is empty."""
+
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What one process of a run does.
@@ -80,6 +83,8 @@ class Measurement(msgspec.Struct, kw_only=True):
         queue_waits: First attempts whose queue wait was measured.
         queue_wait_seconds: Their summed dispatch-to-admission time.
         peak_rss_kb: The process's peak resident set size.
+        cpu_seconds: CPU time the process used in the measured part (all its
+            threads, user and system).
     """
 
     started: float
@@ -95,6 +100,7 @@ class Measurement(msgspec.Struct, kw_only=True):
     queue_waits: int = 0
     queue_wait_seconds: float = 0.0
     peak_rss_kb: int = 0
+    cpu_seconds: float = 0.0
 
 
 def load_user_workflow(target: str) -> str:
@@ -137,7 +143,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _counters(runtime: Any) -> tuple[int, int, float, int, int, float]:
+def _counters(runtime: Any) -> tuple[int, int, float, int, int, float, float]:
     journal = runtime.journal_stats
     # The task supervisor's counters (cloaca.runtime.executor.TaskStats); absent
     # only if the runtime is not running.
@@ -150,13 +156,14 @@ def _counters(runtime: Any) -> tuple[int, int, float, int, int, float]:
         0 if tasks is None else tasks.attempts,
         0 if tasks is None else tasks.queue_waits,
         0.0 if tasks is None else tasks.queue_wait_seconds,
+        time.process_time(),
     )
 
 
 def _finish(
     measurement: Measurement,
-    before: tuple[int, int, float, int, int, float],
-    after: tuple[int, int, float, int, int, float],
+    before: tuple[int, int, float, int, int, float, float],
+    after: tuple[int, int, float, int, int, float, float],
 ) -> Measurement:
     (
         measurement.journal_commits,
@@ -165,6 +172,7 @@ def _finish(
         measurement.task_attempts,
         measurement.queue_waits,
         measurement.queue_wait_seconds,
+        measurement.cpu_seconds,
     ) = (a - b for a, b in zip(after, before, strict=True))  # type: ignore[assignment]
     measurement.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return measurement
@@ -192,17 +200,26 @@ async def _drive(
     count: int,
     measurement: Measurement | None,
     tick: Tick | None,
+    take: Take | None = None,
 ) -> None:
-    """Run ``count`` executions, ``workload.in_flight`` at a time."""
+    """Run executions ``workload.in_flight`` at a time.
+
+    ``count`` of them, or with ``take`` as many as the shared pool grants.
+    """
     remaining = count
     in_flight = max(1, min(workload.in_flight, count))
     # execute() copies its context, so one input object serves every execution.
     context = cloaca.Context.from_json(context_json)
 
-    async def lane() -> None:
+    def another() -> bool:
         nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
+        if take is not None:
+            return take()
+        remaining -= 1
+        return remaining >= 0
+
+    async def lane() -> None:
+        while another():
             started = time.monotonic()
             result = await runner.execute(workload.workflow, context)
             if measurement is not None:
@@ -217,7 +234,7 @@ async def _drive(
 
 
 async def _measure_async(
-    spec: WorkerSpec, ready: Callable[[], None], tick: Tick | None
+    spec: WorkerSpec, ready: Callable[[], None], tick: Tick | None, take: Take | None
 ) -> Measurement:
     workload = spec.workload
     runner = cloaca.AsyncRunner._open(spec.url, _config(workload), spec.schema)
@@ -231,14 +248,20 @@ async def _measure_async(
         before = _counters(runtime)
         measurement = Measurement(started=time.monotonic(), finished=0.0)
         await _drive(
-            runner, workload, spec.context_json, workload.count, measurement, tick
+            runner,
+            workload,
+            spec.context_json,
+            workload.count,
+            measurement,
+            tick,
+            take,
         )
         measurement.finished = time.monotonic()
         return _finish(measurement, before, _counters(runtime))
 
 
 def _measure_sync(
-    spec: WorkerSpec, ready: Callable[[], None], tick: Tick | None
+    spec: WorkerSpec, ready: Callable[[], None], tick: Tick | None, take: Take | None
 ) -> Measurement:
     workload = spec.workload
     with cloaca.DefaultRunner._open(spec.url, _config(workload), spec.schema) as runner:
@@ -249,7 +272,9 @@ def _measure_sync(
         runtime = runner._runtime
         before = _counters(runtime)
         measurement = Measurement(started=time.monotonic(), finished=0.0)
-        for _ in range(workload.count):
+        remaining = workload.count
+        while take() if take is not None else remaining > 0:
+            remaining -= 1
             started = time.monotonic()
             result = runner.execute(workload.workflow, context)
             measurement.latencies_ms.append(1000 * (time.monotonic() - started))
@@ -261,7 +286,10 @@ def _measure_sync(
 
 
 def measure(
-    spec: WorkerSpec, ready: Callable[[], None], tick: Tick | None = None
+    spec: WorkerSpec,
+    ready: Callable[[], None],
+    tick: Tick | None = None,
+    take: Take | None = None,
 ) -> Measurement:
     """Run ``spec`` in this process and return what it measured.
 
@@ -270,13 +298,16 @@ def measure(
         ready: Called once the runner is open and warmed up; returns when the
             measured part may begin (the coordinator's go signal).
         tick: Progress callback, called after each measured execution.
+        take: The run's shared pool of executions (several processes): each
+            execution is taken from it, so a process that runs faster runs more
+            and all finish together. None: run exactly ``spec.workload.count``.
     """
     define_workflows(spec.cpu_iterations)
     if spec.user_module is not None:
         importlib.import_module(spec.user_module)
     if spec.workload.api == "sync":
-        return _measure_sync(spec, ready, tick)
-    return asyncio.run(_measure_async(spec, ready, tick))
+        return _measure_sync(spec, ready, tick, take)
+    return asyncio.run(_measure_async(spec, ready, tick, take))
 
 
 def combine(workload: Workload, parts: Sequence[Measurement]) -> dict[str, float]:
@@ -314,5 +345,8 @@ def combine(workload: Workload, parts: Sequence[Measurement]) -> dict[str, float
         "mean_commit_ms": 1000 * commit_seconds / commits if commits else 0.0,
         "task_attempts": float(sum(part.task_attempts for part in parts)),
         "task_queue_wait_ms": 1000 * wait_seconds / waits if waits else 0.0,
+        "cpu_ms_per_workflow": (
+            1000 * sum(part.cpu_seconds for part in parts) / max(1, executions)
+        ),
     }
     return figures

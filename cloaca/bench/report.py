@@ -42,6 +42,7 @@ INTERNALS: Final = (
     "mean_batch_size",
     "mean_commit_ms",
     "task_queue_wait_ms",
+    "cpu_ms_per_workflow",
 )
 
 UNITS: Final = {
@@ -167,8 +168,8 @@ def render_internals(results: Sequence[Result]) -> str:
     """Engine internals per workload (medians): where a regression sits."""
     lines = [
         "| workload | backend | journal commits | mean batch | mean commit ms"
-        " | task queue wait ms |",
-        "|---|---|---|---|---|---|",
+        " | task queue wait ms | runner CPU ms/workflow |",
+        "|---|---|---|---|---|---|---|",
     ]
     for result in results:
         cells = []

@@ -2,10 +2,12 @@
 
 :func:`resolve_database` reads ``--db``. :func:`run_workload` makes the database
 fresh for the run (SQLite: new files; PostgreSQL: a new schema, dropped afterwards),
-splits the workload among ``processes`` worker processes, starts them, waits until
-every one has opened its runner and warmed up, gives them the go signal together,
-and combines what they measured (:func:`cloaca.bench.harness.combine`). Process
-start, imports and schema creation are therefore never measured.
+splits the workload among ``processes`` worker processes (lanes draw their
+executions from one shared pool, so the processes finish together), starts them,
+waits until every one has opened its runner and warmed up, gives them the go
+signal together, and combines what they measured
+(:func:`cloaca.bench.harness.combine`). Process start, imports and schema creation
+are therefore never measured.
 
 With PostgreSQL the processes share the run's schema; each submits and runs its own
 executions (a runner only runs executions it created or claimed). SQLite has one
@@ -42,6 +44,7 @@ __all__ = (
     "resolve_database",
     "run_workload",
     "share_of",
+    "take_from",
 )
 
 DEFAULT_POSTGRES_URL: Final = "postgresql://postgres@127.0.0.1:5432/test"
@@ -223,8 +226,12 @@ def run_workload(
 # -- worker processes ----------------------------------------------------------------
 
 
-def _worker_main(conn: Connection, payload: bytes) -> None:
-    """Entry point of a worker process (spawned: a fresh interpreter)."""
+def _worker_main(conn: Connection, payload: bytes, pool: Any | None = None) -> None:
+    """Entry point of a worker process (spawned: a fresh interpreter).
+
+    ``pool`` is the run's shared count of executions still to take (a
+    ``multiprocessing.Value``), or None for a fixed share.
+    """
     try:
         spec = _SPEC_DECODER.decode(payload)
         every = max(1, spec.workload.count // 100)
@@ -238,7 +245,7 @@ def _worker_main(conn: Connection, payload: bytes) -> None:
             if done % every == 0:
                 conn.send(("progress", done))
 
-        result = measure(spec, ready, tick)
+        result = measure(spec, ready, tick, None if pool is None else take_from(pool))
         conn.send(("done", _SPEC.encode(result)))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
@@ -246,16 +253,44 @@ def _worker_main(conn: Connection, payload: bytes) -> None:
         conn.close()
 
 
+def take_from(pool: Any) -> Callable[[], bool]:
+    """A ``take`` for :func:`cloaca.bench.harness.measure` drawing on ``pool``.
+
+    ``pool`` is a ``multiprocessing.Value`` counting the run's executions not yet
+    taken; every process of the run shares it.
+    """
+
+    def take() -> bool:
+        with pool.get_lock():
+            if pool.value <= 0:
+                return False
+            pool.value -= 1
+            return True
+
+    return take
+
+
 def _in_workers(
     specs: list[WorkerSpec], progress: Progress | None, stall_seconds: float
 ) -> list[Measurement]:
     context = multiprocessing.get_context("spawn")
+    # Several processes running lanes draw their executions from one pool, so
+    # a process that gets more CPU (PostgreSQL's backends do not spread evenly)
+    # runs more and none idles while another finishes a fixed share: the span
+    # then measures the processes together, not the slower one alone. Bursts
+    # (everything submitted at once) keep their fixed shares.
+    lanes = all(spec.workload.in_flight < spec.workload.count for spec in specs)
+    pool = (
+        context.Value("q", sum(spec.workload.count for spec in specs))
+        if len(specs) > 1 and lanes
+        else None
+    )
     workers = []
     for spec in specs:
         parent, child = context.Pipe()
         process = context.Process(
             target=_worker_main,
-            args=(child, _SPEC.encode(spec)),
+            args=(child, _SPEC.encode(spec), pool),
             name=f"cloaca-bench-{spec.workload.name}",
             daemon=True,
         )

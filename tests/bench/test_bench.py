@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import textwrap
 from pathlib import Path
 
@@ -16,12 +17,19 @@ import anyio
 import pytest
 
 from cloaca.bench import command
-from cloaca.bench.harness import Measurement, combine, percentile
+from cloaca.bench.harness import Measurement, WorkerSpec, combine, measure, percentile
 from cloaca.bench.report import Result, render_table
-from cloaca.bench.runs import Database, resolve_database, run_workload, share_of
+from cloaca.bench.runs import (
+    Database,
+    resolve_database,
+    run_workload,
+    share_of,
+    take_from,
+)
 from cloaca.bench.workloads import STANDARD, Target, workload_named
 
 SQLITE = Database(kind="sqlite", url=None, label="sqlite file")
+MEMORY = "sqlite://:memory:"
 
 
 def test_percentile_interpolates_and_handles_empty() -> None:
@@ -66,11 +74,13 @@ def test_combine_spans_all_processes_and_sums_counters() -> None:
             started=10.0, finished=12.0, completed=4, latencies_ms=[1.0, 3.0],
             journal_commits=2, journal_entries=10, commit_seconds=0.004,
             queue_waits=4, queue_wait_seconds=0.004, peak_rss_kb=2048,
+            cpu_seconds=0.010,
         ),
         Measurement(
             started=11.0, finished=14.0, completed=3, failed=1, latencies_ms=[2.0],
             journal_commits=3, journal_entries=5, commit_seconds=0.001,
             queue_waits=1, queue_wait_seconds=0.001, peak_rss_kb=4096,
+            cpu_seconds=0.006,
         ),
     ]  # fmt: skip
     figures = combine(pipeline, parts)
@@ -84,6 +94,7 @@ def test_combine_spans_all_processes_and_sums_counters() -> None:
     assert figures["task_queue_wait_ms"] == pytest.approx(1.0)
     assert figures["peak_rss_mb"] == 4.0
     assert figures["ms_per_step"] == pytest.approx(1000 * 4.0 / (8 * 3))
+    assert figures["cpu_ms_per_workflow"] == pytest.approx(2.0)
 
 
 def test_in_process_run_counts_executions_and_engine_internals() -> None:
@@ -121,6 +132,20 @@ def test_worker_processes_share_the_workload() -> None:
     assert figures["task_attempts"] == 3 * pipeline.count
     assert figures["peak_rss_mb"] > 0
     assert seen[-1] == (10, 10)
+
+
+def test_a_shared_pool_decides_how_many_executions_a_process_runs() -> None:
+    context = multiprocessing.get_context("spawn")
+    pool = context.Value("q", 7)
+    take = take_from(pool)
+    spec = WorkerSpec(workload=workload_named("simple").scaled(0.01), url=MEMORY)
+    assert spec.workload.count == 20
+    measurement = measure(spec, lambda: None, take=take)
+    # The pool, not the share, says how many: 7 granted, 7 run, none left.
+    assert measurement.completed == 7
+    assert len(measurement.latencies_ms) == 7
+    assert pool.value == 0
+    assert take() is False
 
 
 @pytest.mark.postgres
