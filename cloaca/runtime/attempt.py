@@ -98,6 +98,8 @@ class TaskSlots(anyio.CapacityLimiter):
         self._waiting: collections.OrderedDict[object, anyio.Event] = (
             collections.OrderedDict()
         )
+        self._divertible: set[object] = set()
+        """Waiters that `divert` may send elsewhere (`acquire_unless_diverted`)."""
         self.total_tokens = total_tokens
 
     async def __aenter__(self) -> None:
@@ -165,6 +167,38 @@ class TaskSlots(anyio.CapacityLimiter):
                 # Granted just as the wait was cancelled: pass the slot on.
                 self.release_on_behalf_of(borrower)
             raise
+
+    async def acquire_unless_diverted(self, borrower: object) -> bool:
+        """Take a slot for ``borrower`` like `acquire_on_behalf_of`, or give up.
+
+        True holding the slot; False if `divert` took ``borrower`` out of the
+        queue first (it holds nothing then).
+        """
+        try:
+            self.acquire_on_behalf_of_nowait(borrower)
+            return True
+        except anyio.WouldBlock:
+            pass
+        self._divertible.add(borrower)
+        try:
+            await self.acquire_on_behalf_of(borrower)
+        finally:
+            self._divertible.discard(borrower)
+        return borrower in self._borrowers
+
+    def divert(self, count: int) -> int:
+        """End the wait of up to ``count`` divertible waiters, longest first.
+
+        Their `acquire_unless_diverted` returns False; the other waiters keep
+        their places. Returns how many were diverted.
+        """
+        if count < 1 or not self._divertible:
+            return 0
+        chosen = [b for b in self._waiting if b in self._divertible][:count]
+        for borrower in chosen:
+            self._divertible.discard(borrower)
+            self._waiting.pop(borrower).set()
+        return len(chosen)
 
     def release(self) -> None:
         """Give back the current task's slot."""

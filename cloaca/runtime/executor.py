@@ -19,7 +19,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import anyio
 import msgspec
 from structlog.contextvars import bound_contextvars
 
@@ -114,7 +113,7 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
         self,
         dispatch: DispatchTask,
         scheduler: ActorRef[Any],
-        limiter: anyio.CapacityLimiter,
+        limiter: TaskSlots,
         threads: TaskThreads,
         timeout: float | None,
         stats: TaskStats | None = None,
@@ -197,14 +196,10 @@ class TaskActor(Actor[RunAttempt | AbandonAttempt]):
                 result = await run_here()
         else:
             try:
-                if exchange.should_offer(self._limiter):
-                    # Every slot is taken and other runners have room (sharing).
-                    result = await exchange.run_shared(
-                        task, self._dispatch.input_json, self._limiter, run_here
-                    )
-                else:
-                    async with self._limiter:
-                        result = await run_here()
+                # Here in turn, or offered while other runners have room.
+                result = await exchange.run(
+                    task, self._dispatch.input_json, self._limiter, run_here
+                )
             finally:
                 exchange.slot_freed()
         if result.output_json is not None:

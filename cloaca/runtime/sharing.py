@@ -33,10 +33,13 @@ that changes or while they are full, else every round of housekeeping), and a
 full runner offers at most as many attempts as the others had free, so full
 runners soon stop offering to each other.
 
-Limits, known and accepted: an attempt decides to offer when its turn comes, so
-one already queued for a local slot when a peer appears stays local; a runner
-learns of a new peer at its next announcement, up to a round of housekeeping
-(two seconds at most) when it is not full.
+An attempt that queued for a local slot while nobody had room is offered after
+all when a peer announces room before its turn comes (the longest waiters
+first), so a runner that joins takes on a full runner's backlog too.
+
+Limit, known and accepted: a runner learns of a new peer at its next
+announcement, up to a round of housekeeping (two seconds at most) when it is not
+full.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from structlog.contextvars import bound_contextvars
 from actors import Actor, Clock, deadline_scope
 from cloaca import registry
 from cloaca.logging import get_logger
-from cloaca.runtime.attempt import AttemptResult, TaskThreads, run_attempt
+from cloaca.runtime.attempt import AttemptResult, TaskSlots, TaskThreads, run_attempt
 from cloaca.runtime.leases import kept_listening
 from cloaca.runtime.messages import TaskRef
 from cloaca.storage.errors import StorageError
@@ -149,7 +152,7 @@ class TaskExchange:
         self.runner_id = runner_id
         self.ttl = ttl
         self.clock = clock
-        self.limiter: anyio.CapacityLimiter | None = None
+        self.limiter: TaskSlots | None = None
         """The executor's slots; set by the executor."""
         self.peer_free_slots = 0
         """Free attempt slots of the other live runners at their last
@@ -184,6 +187,36 @@ class TaskExchange:
             and limiter.available_tokens < 1
             and len(self._waiting) < self.peer_free_slots
         )
+
+    async def run(
+        self,
+        task: TaskRef,
+        input_json: str,
+        limiter: TaskSlots,
+        run_here: Callable[[], Awaitable[AttemptResult]],
+    ) -> AttemptResult:
+        """Run one attempt: here in turn, or offered while the others have room.
+
+        An attempt queued for a local slot is offered after all if other runners
+        announce room before its turn comes (`room_changed`): a runner that
+        joins takes on the backlog of a full one, not only its new work.
+        ``run_here`` is called holding a slot of ``limiter``.
+        """
+        borrower = object()
+        while True:
+            if self.should_offer(limiter):
+                return await self.run_shared(task, input_json, limiter, run_here)
+            if await limiter.acquire_unless_diverted(borrower):
+                try:
+                    return await run_here()
+                finally:
+                    limiter.release_on_behalf_of(borrower)
+
+    def room_changed(self) -> None:
+        """Peers announced their free slots: offer the queued attempts that fit."""
+        room = self.peer_free_slots - len(self._waiting)
+        if room > 0 and self.accepting and self.limiter is not None:
+            self.limiter.divert(room)
 
     def slot_freed(self) -> None:
         """An attempt left its slot: claim others' offers if any are open."""
@@ -551,6 +584,7 @@ class Sharing(Actor[SharingMsg]):
             return
         self._announced_free = free
         exchange.announced.set()
+        exchange.room_changed()
 
     async def _housekeeping(self) -> None:
         exchange = self._exchange

@@ -22,6 +22,7 @@ import pytest
 import cloaca
 from cloaca.config import settings_of
 from cloaca.runtime.engine import Runtime
+from cloaca.runtime.outcome import ExecutionOutcome
 from cloaca.storage.offers import offer_store_for
 from cloaca.storage.postgres import PostgresStore
 from tests.storage import pg_support
@@ -446,3 +447,43 @@ async def test_a_full_runner_offers_nothing_to_runners_that_are_full_too(
             assert outcome.status == "Completed"
             assert owner.exchange.stats.offered == 0
         gate.set()
+
+
+async def test_attempts_queued_before_a_peer_appeared_are_offered_to_it(
+    schema: str,
+) -> None:
+    # Alone with one slot, the owner queues two of the three branches locally
+    # (nobody to offer them to). The bodies wait for each other, so the run
+    # completes only if a runner that joins later takes the queued two.
+    meeting = Meeting(quorum=3)
+    branches = define_fan("late_peer_fan", 3, meeting)
+    async with runtime(schema, slots=1) as owner, anyio.create_task_group() as tg:
+        await started(owner)
+        exchange = owner.exchange
+        assert exchange is not None
+        limiter = exchange.limiter
+        assert limiter is not None
+        outcomes: list[ExecutionOutcome] = []
+        finished = anyio.Event()
+
+        async def run() -> None:
+            outcomes.append(await owner.execute("late_peer_fan", "{}"))
+            finished.set()
+
+        tg.start_soon(run)
+        with anyio.fail_after(DEADLINE):
+            while limiter.statistics().tasks_waiting < 2:
+                await anyio.lowlevel.checkpoint()
+        assert exchange.stats.offered == 0
+        async with runtime(schema, slots=4) as helper:
+            assert helper.exchange is not None
+            with anyio.fail_after(DEADLINE):
+                await finished.wait()
+            (outcome,) = outcomes
+            assert outcome.status == "Completed"
+            assert exchange.stats.offered == 2
+            assert helper.exchange.stats.claimed == 2
+            assert sorted(meeting.runs) == branches
+            once = dict.fromkeys(["root", *branches, "join"], 1)
+            assert await completions(schema, outcome.execution_id) == once
+        assert await fetch(schema, "SELECT * FROM cloaca_task_offers") == []

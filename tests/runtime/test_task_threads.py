@@ -146,6 +146,43 @@ async def test_a_cancelled_wait_for_a_slot_leaves_no_trace() -> None:
     assert slots.borrowed_tokens == 1
 
 
+async def test_divert_ends_the_longest_divertible_waits_and_keeps_the_rest() -> None:
+    slots = TaskSlots(1)
+    slots.acquire_on_behalf_of_nowait("holder")
+    answers: dict[str, bool] = {}
+
+    async def divertible(name: str) -> None:
+        answers[name] = await slots.acquire_unless_diverted(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(divertible, "first")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(slots.acquire_on_behalf_of, "plain")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(divertible, "second")
+        tg.start_soon(divertible, "third")
+        await anyio.wait_all_tasks_blocked()
+        # Two asked for: the two longest divertible waiters, not "plain".
+        assert slots.divert(2) == 2
+        await anyio.wait_all_tasks_blocked()
+        assert answers == {"first": False, "second": False}
+        assert slots.statistics().tasks_waiting == 2
+        # The rest keep their order: "plain" before "third".
+        slots.release_on_behalf_of("holder")
+        await anyio.wait_all_tasks_blocked()
+        assert slots.statistics().borrowers == ("plain",)
+        slots.release_on_behalf_of("plain")
+    assert answers == {"first": False, "second": False, "third": True}
+    assert slots.statistics().borrowers == ("third",)
+    assert slots.divert(1) == 0
+
+
+async def test_acquire_unless_diverted_takes_a_free_slot_at_once() -> None:
+    slots = TaskSlots(1)
+    assert await slots.acquire_unless_diverted("a") is True
+    assert slots.statistics().borrowers == ("a",)
+
+
 async def test_slots_refuse_misuse() -> None:
     slots = TaskSlots(1)
     slots.acquire_on_behalf_of_nowait("x")
