@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import anyio.to_thread
 import msgspec
@@ -28,6 +27,7 @@ import msgspec
 import cloaca
 from cloaca import registry
 from cloaca.bench.workloads import Workload, define_workflows
+from cloaca.runtime.engine import Runtime
 
 __all__ = (
     "Measurement",
@@ -143,19 +143,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _counters(runtime: Any) -> tuple[int, int, float, int, int, float, float]:
+def _counters(runtime: Runtime) -> tuple[int, int, float, int, int, float, float]:
     journal = runtime.journal_stats
-    # The task supervisor's counters (cloaca.runtime.executor.TaskStats); absent
-    # only if the runtime is not running.
-    supervisor = getattr(runtime, "_task_supervisor", None)
-    tasks = getattr(supervisor, "stats", None)
+    tasks = runtime.task_stats
     return (
         journal.batches,
         journal.entries,
         journal.commit_seconds,
-        0 if tasks is None else tasks.attempts,
-        0 if tasks is None else tasks.queue_waits,
-        0.0 if tasks is None else tasks.queue_wait_seconds,
+        tasks.attempts,
+        tasks.queue_waits,
+        tasks.queue_wait_seconds,
         time.process_time(),
     )
 
@@ -245,6 +242,7 @@ async def _measure_async(
             )
         await anyio.to_thread.run_sync(ready)
         runtime = runner._runtime
+        assert runtime is not None  # open: the runner's runtime is running
         before = _counters(runtime)
         measurement = Measurement(started=time.monotonic(), finished=0.0)
         await _drive(
@@ -270,6 +268,7 @@ def _measure_sync(
             runner.execute(workload.workflow, context)
         ready()
         runtime = runner._runtime
+        assert runtime is not None  # open: the runner's runtime is running
         before = _counters(runtime)
         measurement = Measurement(started=time.monotonic(), finished=0.0)
         remaining = workload.count

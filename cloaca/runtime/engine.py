@@ -53,7 +53,7 @@ from cloaca.runtime.errors import (
     RunnerClosed,
     UnknownWorkflow,
 )
-from cloaca.runtime.executor import Executor, TaskSupervisor
+from cloaca.runtime.executor import Executor, TaskStats, TaskSupervisor
 from cloaca.runtime.intake import Intake
 from cloaca.runtime.leases import (
     Lease,
@@ -155,6 +155,8 @@ class Runtime:
         self._closed = False
         self._finish_listeners: list[Callable[[ExecutionOutcome], None]] = []
         self.journal_stats = JournalStats()
+        self.task_stats = TaskStats()
+        """Counters of the task path (attempts, queue waits), for ``cloaca bench``."""
         self.schedules: Schedules | None = None
         self.runner_id = uuid.uuid4()
         """This runtime's identity in the lease table."""
@@ -226,7 +228,9 @@ class Runtime:
             return self._task_supervisor
 
         def make_task_supervisor() -> TaskSupervisor:
-            self._task_supervisor = TaskSupervisor(scheduler_ref, self._rng)
+            self._task_supervisor = TaskSupervisor(
+                scheduler_ref, self._rng, self.task_stats
+            )
             return self._task_supervisor
 
         settings = self.settings

@@ -219,7 +219,10 @@ class TaskSupervisor(Supervisor):
     """Supervises task actors; restarts them per each task's retry policy."""
 
     def __init__(
-        self, scheduler: Callable[[], ActorRef[Any]], rng: random.Random
+        self,
+        scheduler: Callable[[], ActorRef[Any]],
+        rng: random.Random,
+        stats: TaskStats | None = None,
     ) -> None:
         super().__init__(
             (), SupervisorFlags(intensity=1_000_000, period=1.0), decider=self._decide
@@ -227,7 +230,9 @@ class TaskSupervisor(Supervisor):
         self._scheduler = scheduler
         self._rng = rng
         self._dispatches: dict[str, DispatchTask] = {}
-        self.stats = TaskStats()
+        # The runtime's counters when given, so they outlive a restart of this
+        # supervisor.
+        self.stats = TaskStats() if stats is None else stats
 
     def remember(self, child_id: str, dispatch: DispatchTask) -> None:
         """Keep the dispatch of a running child, for crashes that are not attempts."""
