@@ -30,6 +30,7 @@ from cloaca.storage.protocol import (
     TriggerScheduleRow,
 )
 from cloaca.storage.queries import load_queries
+from cloaca.storage.sqlite_codec import encode_timestamp as _ts
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -39,13 +40,6 @@ __all__ = ("SqliteScheduleStore",)
 _Q: Final = load_queries("sqlite")
 T = TypeVar("T")
 _Db = sqlite3.Connection
-
-
-def _ts(value: datetime) -> str:
-    # Imported late: sqlite.py imports this module for its base class.
-    from cloaca.storage.sqlite import encode_timestamp
-
-    return encode_timestamp(value)
 
 
 def _uuid(value: bytes | str | None) -> uuid.UUID | None:

@@ -50,7 +50,7 @@ from cloaca.runtime import state
 from cloaca.runtime.engine import Runtime
 from cloaca.runtime.errors import ExecutionLost
 from cloaca.runtime.outcome import ExecutionOutcome
-from cloaca.storage import sqlite as sqlite_store
+from cloaca.storage import sqlite_apply
 from cloaca.storage.errors import StorageError
 
 from . import flows
@@ -160,7 +160,7 @@ def config_for(seed: int, mode: str = "default") -> SimConfig:
 def seeded_ids(rng: random.Random) -> Iterator[None]:
     """Make the runtime's random ids (task rows, contexts, metadata) come from ``rng``."""
     saved_refill = state._refill_ids
-    saved_bytes = sqlite_store._random_id_bytes
+    saved_bytes = sqlite_apply._random_id_bytes
 
     def refill() -> None:
         state._random_ids.append(uuid.UUID(int=rng.getrandbits(128), version=4).int)
@@ -170,12 +170,12 @@ def seeded_ids(rng: random.Random) -> Iterator[None]:
 
     state._random_ids.clear()
     state._refill_ids = refill
-    sqlite_store._random_id_bytes = id_bytes
+    sqlite_apply._random_id_bytes = id_bytes
     try:
         yield
     finally:
         state._refill_ids = saved_refill
-        sqlite_store._random_id_bytes = saved_bytes
+        sqlite_apply._random_id_bytes = saved_bytes
         state._random_ids.clear()
 
 

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from cloaca.storage.protocol import Store
-from cloaca.storage.sqlite import SqliteStore, decode_timestamp
+from cloaca.storage.sqlite import SqliteStore
+from cloaca.storage.sqlite_codec import decode_timestamp
 
 TABLES = (
     "contexts",

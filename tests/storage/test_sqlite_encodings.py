@@ -11,12 +11,9 @@ import pytest
 
 from cloaca.storage import journal as j
 from cloaca.storage.errors import StorageError
-from cloaca.storage.sqlite import (
-    SqliteStore,
-    _phase_batch,
-    decode_timestamp,
-    encode_timestamp,
-)
+from cloaca.storage.sqlite import SqliteStore
+from cloaca.storage.sqlite_apply import phase_batch
+from cloaca.storage.sqlite_codec import decode_timestamp, encode_timestamp
 from tests.storage.conftest import sqlite_url
 
 
@@ -125,8 +122,8 @@ def executions(count: int) -> list[j.JournalEvent]:
 
 
 def test_a_batch_needs_the_same_few_calls_whatever_its_size() -> None:
-    _, small = _phase_batch(executions(1))
-    big_contexts, big = _phase_batch(executions(32))
+    _, small = phase_batch(executions(1))
+    big_contexts, big = phase_batch(executions(32))
     assert [name for name, _ in big] == [name for name, _ in small]
     assert len(big) <= 8
     assert len(big_contexts) == 64
@@ -143,7 +140,7 @@ def test_entries_on_one_row_keep_their_order_across_phases() -> None:
         ),
         j.TaskStarted(task_execution_id=task, attempt=2, at=at),
     ]
-    _, groups = _phase_batch(entries)
+    _, groups = phase_batch(entries)
     assert [(name, [r["attempt"] for r in rows]) for name, rows in groups] == [
         ("start_task", [1]),
         ("schedule_task_retry", [2]),
