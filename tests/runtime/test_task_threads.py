@@ -160,6 +160,7 @@ async def test_divert_ends_the_longest_divertible_waits_and_keeps_the_rest() -> 
         tg.start_soon(slots.acquire_on_behalf_of, "plain")
         await anyio.wait_all_tasks_blocked()
         tg.start_soon(divertible, "second")
+        await anyio.wait_all_tasks_blocked()
         tg.start_soon(divertible, "third")
         await anyio.wait_all_tasks_blocked()
         # Two asked for: the two longest divertible waiters, not "plain".
