@@ -1,8 +1,8 @@
--- Named statements of the SQLite store (cloaca/storage/sqlite.py, sqlite_apply.py), on Cloacina v0.3.1's
--- layout (SCHEMA.md). Parameters are :name placeholders. Ids are 16-byte blobs,
--- timestamps RFC 3339 text written by the client (never the database clock), JSON
--- compact text. Every UPDATE sets only the columns its journal entry changes, so
--- 0.3.1's nanosecond timestamps in other columns survive (SCHEMA.md 9).
+-- Named statements of the SQLite store (cloaca/storage/sqlite.py, sqlite_apply.py),
+-- on Cloacina v0.3.1's layout (SCHEMA.md). Parameters are :name placeholders. Ids are
+-- 16-byte blobs, timestamps RFC 3339 text written by the client (never the database
+-- clock), JSON compact text. Every UPDATE sets only the columns its journal entry
+-- changes, so 0.3.1's nanosecond timestamps in other columns survive (SCHEMA.md 9).
 
 -- name: list_tables
 -- Every table of the file, to decide how to open it (SCHEMA.md 4).
