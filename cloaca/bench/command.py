@@ -32,6 +32,7 @@ from cloaca.bench.report import (
 )
 from cloaca.bench.runs import BenchError, Database, resolve_database, run_workload
 from cloaca.bench.workloads import (
+    RATIO_WORKLOADS,
     STANDARD,
     Workload,
     calibrate_cpu,
@@ -42,7 +43,7 @@ from cloaca.bench.workloads import (
 __all__ = ("add_parser", "configure", "main", "run")
 
 NAMES = (*(w.name for w in STANDARD), "user")
-THROUGHPUT = frozenset({"simple", "pipeline", "parallel", "cpu", "user"})
+THROUGHPUT = frozenset({"simple", "pipeline", "parallel", "cpu", "cpu_async", "user"})
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -263,7 +264,7 @@ def _run_one(
         "progress": bar.update,
         "stall_seconds": args.stall_timeout,
     }
-    if workload.name != "cpu":
+    if workload.name not in RATIO_WORKLOADS:
         bar.begin(label)
         return run_workload(
             workload,
@@ -272,7 +273,8 @@ def _run_one(
             in_process=args.in_process and args.processes == 1,
             **common,
         )
-    # cpu: the same work with one process and with N, both in worker processes.
+    # cpu, cpu_async: the same work with one process and with N, both in
+    # worker processes.
     many = max(2, args.processes)
     bar.begin(label + " x1")
     one = run_workload(workload, database, processes=1, **common)

@@ -6,7 +6,10 @@ and the figures it is judged on. The workflows are registered in the process-glo
 registry under ``bench_*`` names by :func:`define_workflows` (idempotent, so a worker
 process and a test can both call it). Task bodies are trivial (read the context, write
 one small key) unless the workload says otherwise, and every task is a sync function:
-sync tasks are what most users write, and they take the worker-thread path.
+sync tasks are what most users write, and they take the worker-thread path. The one
+exception is ``cpu_async``: the ``cpu`` workload with ``async def`` bodies, which run
+on the event loop's thread, to show what the worker threads' GIL hand-offs cost when
+several runner processes saturate the machine.
 
 Runner configuration per workload (``max_concurrent_tasks`` is at least the number
 of attempts that can be ready at once, so no workload queues on the limiter):
@@ -23,6 +26,7 @@ wide       1 execution, 500 parallel tasks  64 (trivial bodies: more
 chain      1 execution, 200 steps           4 (the default)
 burst      10,000 executions at once        64
 cpu        32 executions, 2 ms bodies       32
+cpu_async  as ``cpu``, async bodies             32
 user       ``--concurrency`` executions     max(4, ``--concurrency``)
 ========== ================================ ===========================
 """
@@ -43,6 +47,7 @@ __all__ = (
     "STANDARD",
     "TARGETS",
     "Target",
+    "RATIO_WORKLOADS",
     "Workload",
     "calibrate_cpu",
     "define_workflows",
@@ -57,6 +62,7 @@ PARALLEL: Final = "bench_parallel"
 WIDE: Final = "bench_wide"
 CHAIN200: Final = "bench_chain200"
 CPU: Final = "bench_cpu"
+CPU_ASYNC: Final = "bench_cpu_async"
 
 WIDE_TASKS: Final = 500
 CHAIN_STEPS: Final = 200
@@ -200,7 +206,20 @@ STANDARD: Final[tuple[Workload, ...]] = (
         warmup=20,
         figures=("ratio", "workflows_per_s_1", "workflows_per_s_n"),
     ),
+    Workload(
+        name="cpu_async",
+        description="cpu with async def bodies (on the loop thread), 1 vs 2 processes",
+        workflow=CPU_ASYNC,
+        count=600,
+        in_flight=32,
+        max_concurrent_tasks=32,
+        warmup=20,
+        figures=("ratio", "workflows_per_s_1", "workflows_per_s_n"),
+    ),
 )
+
+RATIO_WORKLOADS: Final = frozenset({"cpu", "cpu_async"})
+"""Workloads measured with one process and with several: their figure is the ratio."""
 
 
 def workload_named(name: str) -> Workload:
@@ -306,6 +325,15 @@ def _burner(iterations: int) -> Callable[[cloaca.Context], cloaca.Context]:
     return burn
 
 
+def _async_burner(iterations: int) -> Callable[[cloaca.Context], object]:
+    burn = _burner(iterations)
+
+    async def burn_async(ctx: cloaca.Context) -> cloaca.Context:
+        return burn(ctx)
+
+    return burn_async
+
+
 def calibrate_cpu(seconds: float = CPU_BODY_SECONDS) -> int:
     """Loop iterations of the ``cpu`` body that take about ``seconds`` here."""
     burn = _burner(20_000)
@@ -370,4 +398,8 @@ def define_workflows(cpu_iterations: int | None = None) -> None:
         def build_cpu() -> None:
             cloaca.task(id="burn")(_burner(iterations))
 
+        def build_cpu_async() -> None:
+            cloaca.task(id="burn")(_async_burner(iterations))
+
         _define(CPU, build_cpu)
+        _define(CPU_ASYNC, build_cpu_async)

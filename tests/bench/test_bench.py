@@ -53,7 +53,8 @@ def test_shares_add_up_to_the_workload() -> None:
 def test_every_standard_workload_of_the_issue_is_there() -> None:
     names = [w.name for w in STANDARD]
     assert names == [
-        "simple", "pipeline", "parallel", "latency", "wide", "chain", "burst", "cpu"
+        "simple", "pipeline", "parallel", "latency", "wide", "chain", "burst", "cpu",
+        "cpu_async",
     ]  # fmt: skip
     counts = {w.name: (w.count, w.in_flight) for w in STANDARD}
     assert counts["simple"] == (2000, 32)
@@ -316,12 +317,13 @@ def test_progress_bar_draws_on_a_terminal_only() -> None:
     assert plain.getvalue() == ""
 
 
+@pytest.mark.parametrize("name", ["cpu", "cpu_async"])
 def test_cpu_workload_compares_one_process_with_two(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cpu.json"
     status = command.main(
-        ["--workload", "cpu", "--scale", "0.02", "--repeat", "1", "--no-progress",
+        ["--workload", name, "--scale", "0.02", "--repeat", "1", "--no-progress",
          "--json", str(out)]
     )  # fmt: skip
     assert status == 0
@@ -332,7 +334,7 @@ def test_cpu_workload_compares_one_process_with_two(
     assert run["ratio"] == pytest.approx(
         run["workflows_per_s_n"] / run["workflows_per_s_1"]
     )
-    assert "| cpu | sqlite | x (N vs 1 process) |" in capsys.readouterr().out
+    assert f"| {name} | sqlite | x (N vs 1 process) |" in capsys.readouterr().out
 
 
 def test_a_hung_worker_fails_its_run_and_the_others_still_report(
