@@ -3,7 +3,8 @@
 ``run_attempt`` calls the user's function with a fresh ``Context`` built from the
 input JSON, validates what it returns, runs the callbacks and hands back an
 ``AttemptResult``. Sync functions (and their callbacks) run in one hop to a
-``TaskThreads`` worker; ``async def`` functions are awaited on the loop.
+``TaskThreads`` worker (``cloaca.runtime.task_threads``); ``async def``
+functions are awaited on the loop.
 Timeouts follow API.md 4.8 with section 0 item 7: an async attempt is
 cancelled at the deadline; a sync attempt is failed at the deadline and its
 thread's late result is discarded.
@@ -13,15 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
-import functools
 import inspect
 import math
-import queue
 import sys
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -30,6 +27,7 @@ import msgspec
 from cloaca import texts
 from cloaca.context import Context, decode_context_data, encode_context_data
 from cloaca.logging import get_logger
+from cloaca.runtime.task_threads import TaskThreads
 from cloaca.task import TaskSpec
 
 logger = get_logger(__name__)
@@ -67,15 +65,6 @@ def report_callback_failure(kind: str, task_id: str, exc: BaseException) -> None
         file=sys.stderr,
         flush=True,
     )
-
-
-_Job = tuple[
-    asyncio.AbstractEventLoop,
-    asyncio.Future[Any],
-    contextvars.Context,
-    Callable[..., Any],
-    tuple[Any, ...],
-]
 
 
 class TaskSlots(anyio.CapacityLimiter):
@@ -234,160 +223,6 @@ class TaskSlots(anyio.CapacityLimiter):
 def _current_task() -> object:
     task = asyncio.current_task() if _running_loop() is not None else None
     return task if task is not None else anyio.get_current_task().id
-
-
-TIMED_OUT: Final[Any] = object()
-"""What `TaskThreads.run` returns when its ``time_limit`` passed first."""
-
-_Done = tuple[asyncio.Future[Any], Any, BaseException | None]
-
-
-class TaskThreads:
-    """Reusable worker threads for the bodies of sync tasks.
-
-    A hop through ``anyio.to_thread`` detects the backend, takes a capacity
-    limiter and opens a cancel scope on every call; the attempt limiter already
-    bounds attempts in flight, so here a call only hands its job to an idle
-    worker (or starts one). A worker whose attempt timed out keeps running the
-    abandoned body; the next attempt gets another worker, so a stuck body never
-    takes a slot away. The caller's contextvars travel with the job (structlog's
-    bound vars reach the task's logs). Off asyncio it falls back to anyio.
-
-    Results come back to the loop in batches: a finished worker queues its
-    result and wakes the loop only if no wake-up is pending, so attempts that
-    finish together cost one wake-up of the loop, not one each.
-    """
-
-    __slots__ = (
-        "_closed",
-        "_done",
-        "_idle",
-        "_lock",
-        "_loop",
-        "_name",
-        "_started",
-        "_wake_pending",
-    )
-
-    def __init__(self, name: str = "cloaca-task") -> None:
-        self._name = name
-        self._idle: list[queue.SimpleQueue[_Job | None]] = []
-        self._started = 0
-        self._closed = False
-        # Only a worker going idle races with close(); the loop pops alone.
-        self._lock = threading.Lock()
-        # Results waiting for the loop (appended by workers, drained on the loop).
-        self._done: collections.deque[_Done] = collections.deque()
-        self._wake_pending = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def run(
-        self, fn: Callable[..., Any], *args: Any, time_limit: float | None = None
-    ) -> Any:
-        """Run ``fn(*args)`` in a worker thread and return (or raise) its result.
-
-        With ``time_limit`` (seconds), return `TIMED_OUT` once that much time
-        has passed without a result. Cancelling the caller, or the time limit,
-        abandons the call: its thread finishes on its own and the result is
-        discarded.
-        """
-        loop = _running_loop()
-        if loop is None:
-            call = functools.partial(fn, *args)
-            if time_limit is None:
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-            with anyio.move_on_after(time_limit):
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-            return TIMED_OUT
-        if self._loop is not loop:
-            # A new loop (a restarted runtime): results wake that one.
-            self._loop = loop
-            self._wake_pending = False
-        future: asyncio.Future[Any] = loop.create_future()
-        idle = self._idle
-        jobs = idle.pop() if idle else self._spawn()
-        jobs.put((loop, future, contextvars.copy_context(), fn, args))
-        if time_limit is None:
-            return await future
-        # A timer on the future instead of a cancel scope around the wait.
-        timer = loop.call_later(time_limit, _expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-    def close(self) -> None:
-        """Let every worker exit once it is idle."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for jobs in idle:
-            jobs.put(None)
-
-    def _spawn(self) -> queue.SimpleQueue[_Job | None]:
-        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._started += 1
-        threading.Thread(
-            target=self._work,
-            args=(jobs,),
-            name=f"{self._name}-{self._started}",
-            daemon=True,
-        ).start()
-        return jobs
-
-    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            loop, future, context, fn, args = job
-            del job
-            error: BaseException | None = None
-            result: Any = None
-            try:
-                result = context.run(fn, *args)
-            except BaseException as exc:
-                error = exc
-            try:
-                if loop is self._loop:
-                    self._done.append((future, result, error))
-                    if not self._wake_pending:
-                        self._wake_pending = True
-                        loop.call_soon_threadsafe(self._drain)
-                else:
-                    loop.call_soon_threadsafe(_deliver, future, result, error)
-            except RuntimeError:
-                return  # the loop is closed: nobody waits any more
-            del loop, future, context, fn, args, result, error
-            with self._lock:
-                if self._closed:
-                    return
-                self._idle.append(jobs)
-
-    def _drain(self) -> None:
-        """On the loop: hand every queued result to its waiting attempt."""
-        # Cleared before popping: a result queued after this line either is
-        # popped below or schedules a drain of its own.
-        self._wake_pending = False
-        done = self._done
-        while done:
-            _deliver(*done.popleft())
-
-
-def _deliver(
-    future: asyncio.Future[Any], result: Any, error: BaseException | None
-) -> None:
-    if future.done():
-        return  # cancelled or timed out: the result is discarded
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_result(TIMED_OUT)
 
 
 class _Abandoned:
@@ -556,7 +391,7 @@ async def run_attempt(
         if spec.is_async:
             return await _run_async(spec, input_json)
         unlimited: AttemptResult | _Pending = await threads.run(
-            _run_sync, spec, input_json, _Abandoned()
+            _run_sync, spec, input_json, _Abandoned(), key=spec.name
         )
         if isinstance(unlimited, _Pending):
             return await _resume_pending(spec, unlimited, input_json)
@@ -570,7 +405,7 @@ async def run_attempt(
     loop = _running_loop()
     started = anyio.current_time() if loop is None else loop.time()
     outcome: AttemptResult | _Pending | None = await threads.run(
-        _run_sync, spec, input_json, abandoned, time_limit=time_limit
+        _run_sync, spec, input_json, abandoned, time_limit=time_limit, key=spec.name
     )
     if isinstance(outcome, _Pending):
         # The rare rest on the loop (an awaitable result or callback) gets what

@@ -37,7 +37,7 @@ from actors import (
 from cloaca import registry
 from cloaca.logging import get_logger
 from cloaca.retry import RetryPolicy
-from cloaca.runtime.attempt import AttemptResult, TaskSlots, TaskThreads, run_attempt
+from cloaca.runtime.attempt import AttemptResult, TaskSlots, run_attempt
 from cloaca.runtime.messages import (
     RUN_ATTEMPT,
     AbandonAttempt,
@@ -50,6 +50,7 @@ from cloaca.runtime.messages import (
     TaskRef,
 )
 from cloaca.runtime.sharing import ClaimedAttempt, TaskExchange
+from cloaca.runtime.task_threads import TaskThreads
 from cloaca.storage.offers import ClaimedOffer
 
 logger = get_logger(__name__)

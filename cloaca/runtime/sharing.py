@@ -57,9 +57,10 @@ from structlog.contextvars import bound_contextvars
 from actors import Actor, Clock, deadline_scope
 from cloaca import registry
 from cloaca.logging import get_logger
-from cloaca.runtime.attempt import AttemptResult, TaskSlots, TaskThreads, run_attempt
+from cloaca.runtime.attempt import AttemptResult, TaskSlots, run_attempt
 from cloaca.runtime.leases import kept_listening
 from cloaca.runtime.messages import TaskRef
+from cloaca.runtime.task_threads import TaskThreads
 from cloaca.storage.errors import StorageError
 from cloaca.storage.offers import ClaimedOffer, OfferResult, OfferStore
 from cloaca.storage.protocol import LeaseListener

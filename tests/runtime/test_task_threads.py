@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
 
-from cloaca.runtime.attempt import TIMED_OUT, TaskSlots, TaskThreads
+from cloaca.runtime.attempt import TaskSlots
+from cloaca.runtime.task_threads import TIMED_OUT, TaskThreads, cpu_budget
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +101,197 @@ async def test_cancelling_the_caller_abandons_the_call(threads: TaskThreads) -> 
     assert scope.cancelled_caught
     release.set()
     assert await threads.run(lambda: "after") == "after"
+
+
+# -- the budget of CPU-bound bodies (asyncio: the threads' own path) -----------
+
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+
+def burn(seconds: float) -> None:
+    """Pure-Python CPU work for about ``seconds`` of this thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+async def learn_cpu_bound(threads: TaskThreads, key: str) -> None:
+    # A new task is not taken for CPU-bound on one body's evidence.
+    await threads.run(burn, 0.01, key=key)
+    assert not threads.is_cpu_bound(key)
+    await threads.run(burn, 0.01, key=key)
+    assert threads.is_cpu_bound(key)
+
+
+class Overlap:
+    """Counts the bodies running at once (from the worker threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.threads: set[int] = set()
+
+    def body(self, seconds: float) -> None:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.threads.add(threading.get_ident())
+        burn(seconds)
+        with self._lock:
+            self.now -= 1
+
+
+@asyncio_only
+async def test_cpu_bound_bodies_beyond_the_budget_wait_and_share_a_thread() -> None:
+    threads = TaskThreads(budget=1, long_after=30.0)
+    try:
+        await learn_cpu_bound(threads, "crunch")
+        overlap = Overlap()
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(
+                    functools.partial(threads.run, key="crunch"), overlap.body, 0.002
+                )
+        assert overlap.most == 1
+        # The worker took each queued body as it finished the last: one thread.
+        assert len(overlap.threads) == 1
+    finally:
+        threads.close()
+
+
+@asyncio_only
+async def test_bodies_that_wait_never_queue() -> None:
+    threads = TaskThreads(budget=1, long_after=30.0)
+    try:
+        for _ in range(3):  # unknown at first, then known to wait
+            # Each body sleeps, then waits for all four: they must run at once.
+            barrier = threading.Barrier(4)
+
+            def nap_then_meet(barrier: threading.Barrier = barrier) -> None:
+                time.sleep(0.02)
+                barrier.wait(timeout=10)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(
+                        functools.partial(threads.run, key="wait"), nap_then_meet
+                    )
+            assert not threads.is_cpu_bound("wait")
+    finally:
+        threads.close()
+
+
+@asyncio_only
+async def test_a_long_body_stops_holding_up_the_queue() -> None:
+    threads = TaskThreads(budget=1, long_after=0.05)
+    spinning, release = threading.Event(), threading.Event()
+
+    def spin_until_released() -> str:
+        spinning.set()
+        while not release.is_set():
+            pass
+        return "released"
+
+    try:
+        await learn_cpu_bound(threads, "crunch")
+        async with anyio.create_task_group() as tg:
+            results: list[str] = []
+
+            async def spin() -> None:
+                results.append(await threads.run(spin_until_released, key="crunch"))
+
+            tg.start_soon(spin)
+            await anyio.to_thread.run_sync(spinning.wait, 10)
+            # Queued behind the spinner; it runs once the spinner has run long.
+            with anyio.fail_after(10):
+                await threads.run(release.set, key="crunch")
+        assert results == ["released"]
+    finally:
+        threads.close()
+
+
+@asyncio_only
+async def test_a_body_whose_time_limit_passes_in_the_queue_never_starts() -> None:
+    threads = TaskThreads(budget=1, long_after=30.0)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        release.wait(timeout=10)
+        burn(0.001)
+
+    try:
+        await learn_cpu_bound(threads, "crunch")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(threads.run, key="crunch"), hold)
+            await anyio.wait_all_tasks_blocked()
+            late = await threads.run(ran.append, "late", time_limit=0.05, key="crunch")
+            assert late is TIMED_OUT
+            release.set()
+        # Queued after the timed-out one: once it ran, that one was passed over.
+        await threads.run(ran.append, "next", key="crunch")
+        assert ran == ["next"]
+    finally:
+        threads.close()
+
+
+async def run_for(
+    threads: TaskThreads, key: str, body: Any, seconds: float, lanes: int = 4
+) -> None:
+    """Keep ``lanes`` calls of ``body`` going for about ``seconds``."""
+    until = time.monotonic() + seconds
+
+    async def lane() -> None:
+        while time.monotonic() < until:
+            await threads.run(body, key=key)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(lanes):
+            tg.start_soon(lane)
+
+
+needs_two_cpus = pytest.mark.skipif(cpu_budget() < 2, reason="needs two CPUs")
+
+
+@asyncio_only
+@needs_two_cpus
+async def test_pure_python_bodies_come_to_run_one_at_a_time() -> None:
+    threads = TaskThreads(budget=2, long_after=30.0)
+    try:
+        await learn_cpu_bound(threads, "crunch")
+        # A few windows of two at once show the process using one CPU's worth.
+        await run_for(threads, "crunch", functools.partial(burn, 0.002), 0.2)
+        overlap = Overlap()
+        await run_for(threads, "crunch", functools.partial(overlap.body, 0.002), 0.1)
+        assert overlap.most == 1
+    finally:
+        threads.close()
+
+
+@asyncio_only
+@needs_two_cpus
+async def test_bodies_that_release_the_gil_keep_running_in_parallel() -> None:
+    threads = TaskThreads(budget=2, long_after=30.0)
+    data = b"x" * (4 << 20)
+    overlap = Overlap()
+
+    def digest() -> None:
+        with overlap._lock:
+            overlap.now += 1
+            overlap.most = max(overlap.most, overlap.now)
+        hashlib.sha256(data).digest()  # releases the GIL while it hashes
+        with overlap._lock:
+            overlap.now -= 1
+
+    try:
+        await learn_cpu_bound(threads, "hash")
+        await run_for(threads, "hash", digest, 0.2)
+        overlap.most = 0
+        await run_for(threads, "hash", digest, 0.1)
+        assert overlap.most == 2
+    finally:
+        threads.close()
 
 
 # -- TaskSlots (max_concurrent_tasks) ------------------------------------------
