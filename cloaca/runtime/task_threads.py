@@ -229,7 +229,7 @@ class TaskThreads:
         return self._started
 
     def is_cpu_bound(self, key: Hashable) -> bool:
-        """Whether the last finished body called with ``key`` was CPU-bound."""
+        """Whether the recent bodies called with ``key`` were CPU-bound."""
         profile = self._profiles.get(key)
         return profile is not None and profile.cpu_bound
 
