@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import asyncpg
 
 from cloaca.storage.errors import StorageError
+from cloaca.storage.pg_connect import connect
 from cloaca.storage.pg_errors import DRIVER_ERRORS
 from cloaca.storage.postgres import PostgresStore
 from cloaca.storage.queries import load_queries
@@ -65,7 +66,7 @@ async def open_listener(
         StorageError: The listening connection could not be opened.
     """
     try:
-        conn = await asyncpg.connect(
+        conn = await connect(
             server_settings=store._server_settings(),
             **store._target.connect_kwargs(),
         )

@@ -27,6 +27,7 @@ from cloaca.storage.errors import StorageError
 from cloaca.storage.identifiers import quote_ident, schema_name
 from cloaca.storage.journal import JournalEvent
 from cloaca.storage.pg_apply import write_batch
+from cloaca.storage.pg_connect import connect
 from cloaca.storage.pg_errors import (
     DRIVER_ERRORS,
     is_connection_lost,
@@ -166,6 +167,7 @@ class PostgresStore(PgScheduleStore):
             return
         try:
             pool = await asyncpg.create_pool(
+                connect=connect,
                 min_size=1,
                 max_size=self._pool_size,
                 reset=_keep_session,
