@@ -124,6 +124,16 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+_CPU_WORKLOAD: Final = Workload(
+    name="cpu",
+    description="600 one-task workflows of ~2 ms pure-Python CPU, 1 vs 2 processes",
+    workflow=CPU,
+    count=600,
+    in_flight=32,
+    max_concurrent_tasks=32,
+    warmup=20,
+    figures=("ratio", "workflows_per_s_1", "workflows_per_s_n"),
+)
 STANDARD: Final[tuple[Workload, ...]] = (
     Workload(
         name="simple",
@@ -196,25 +206,12 @@ STANDARD: Final[tuple[Workload, ...]] = (
         steps=3,
         figures=("seconds", "peak_rss_mb", "workflows_per_s"),
     ),
-    Workload(
-        name="cpu",
-        description="600 one-task workflows of ~2 ms pure-Python CPU, 1 vs 2 processes",
-        workflow=CPU,
-        count=600,
-        in_flight=32,
-        max_concurrent_tasks=32,
-        warmup=20,
-        figures=("ratio", "workflows_per_s_1", "workflows_per_s_n"),
-    ),
-    Workload(
+    _CPU_WORKLOAD,
+    msgspec.structs.replace(
+        _CPU_WORKLOAD,
         name="cpu_async",
         description="cpu with async def bodies (on the loop thread), 1 vs 2 processes",
         workflow=CPU_ASYNC,
-        count=600,
-        in_flight=32,
-        max_concurrent_tasks=32,
-        warmup=20,
-        figures=("ratio", "workflows_per_s_1", "workflows_per_s_n"),
     ),
 )
 
