@@ -451,8 +451,16 @@ class TaskThreads:
         if self._wake_pending:
             return
         profile = None if following is None else following.profile
-        if profile is not None and profile.seconds <= self._short and len(done) < HOLD:
-            return  # the next body is short: hand back after it, together
+        if (
+            profile is not None
+            and profile.seconds <= self._short
+            and len(done) < HOLD
+            and self._queued
+        ):
+            # The next body is short: hand back after it, together. Only while
+            # more are queued: then the loop's look (armed while bodies queue)
+            # bounds the wait, should that body hang.
+            return
         self._wake_pending = True
         self.wakeups += 1
         loop.call_soon_threadsafe(self._drain)

@@ -236,6 +236,31 @@ async def test_a_body_whose_time_limit_passes_in_the_queue_never_starts() -> Non
         threads.close()
 
 
+@asyncio_only
+async def test_a_result_is_not_held_behind_a_body_that_hangs() -> None:
+    threads = TaskThreads(budget=1, long_after=30.0)
+    release = threading.Event()
+
+    def hang() -> None:
+        release.wait(timeout=10)
+
+    try:
+        await learn_cpu_bound(threads, "quick")
+        for _ in range(4):  # its bodies are short now, and known so
+            await threads.run(burn, 0.001, key="quick")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(threads.run, key="quick"), hang)
+            with anyio.fail_after(5):
+                # Queued behind the short body just started: its result comes
+                # back although the body after it (the hang) does not end.
+                first = await threads.run(burn, 0.001, key="quick")
+            release.set()
+        assert first is None
+    finally:
+        release.set()
+        threads.close()
+
+
 async def run_for(
     threads: TaskThreads, key: str, body: Any, seconds: float, lanes: int = 4
 ) -> None:
