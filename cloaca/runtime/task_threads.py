@@ -39,10 +39,11 @@ have run the bodies ahead of it first anyway.
 Results come back to the loop in batches: a finished worker queues its result
 and wakes the loop only if no wake-up is pending. While the next queued body is
 known to be short (it usually takes less than the GIL's switch interval, the
-loop's own worst wait for the GIL), up to ``HOLD`` results wait for the next
-ones instead of waking the loop each: one wake-up and one journal batch for
-several attempts. Off asyncio ``TaskThreads`` falls back to ``anyio.to_thread``
-(no budget).
+loop's own worst wait for the GIL) and more are queued behind it, up to ``HOLD``
+results wait for the next ones instead of waking the loop each: one wake-up and
+one journal batch for several attempts. The loop's look at long bodies bounds
+that wait. Off asyncio ``TaskThreads`` falls back to ``anyio.to_thread`` (no
+budget).
 """
 
 from __future__ import annotations
