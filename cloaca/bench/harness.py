@@ -143,6 +143,18 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def countdown(count: int) -> Take:
+    """A ``take`` that grants ``count`` executions (a process's fixed share)."""
+    left = count
+
+    def take() -> bool:
+        nonlocal left
+        left -= 1
+        return left >= 0
+
+    return take
+
+
 def _counters(runtime: Runtime) -> tuple[int, int, float, int, int, float, float]:
     journal = runtime.journal_stats
     tasks = runtime.task_stats
@@ -203,17 +215,10 @@ async def _drive(
 
     ``count`` of them, or with ``take`` as many as the shared pool grants.
     """
-    remaining = count
     in_flight = max(1, min(workload.in_flight, count))
+    another = take if take is not None else countdown(count)
     # execute() copies its context, so one input object serves every execution.
     context = cloaca.Context.from_json(context_json)
-
-    def another() -> bool:
-        nonlocal remaining
-        if take is not None:
-            return take()
-        remaining -= 1
-        return remaining >= 0
 
     async def lane() -> None:
         while another():
@@ -271,9 +276,8 @@ def _measure_sync(
         assert runtime is not None  # open: the runner's runtime is running
         before = _counters(runtime)
         measurement = Measurement(started=time.monotonic(), finished=0.0)
-        remaining = workload.count
-        while take() if take is not None else remaining > 0:
-            remaining -= 1
+        another = take if take is not None else countdown(workload.count)
+        while another():
             started = time.monotonic()
             result = runner.execute(workload.workflow, context)
             measurement.latencies_ms.append(1000 * (time.monotonic() - started))
