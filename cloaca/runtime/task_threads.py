@@ -223,13 +223,6 @@ class TaskThreads:
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._look: asyncio.TimerHandle | None = None
-        self.wakeups = 0
-        """Times a worker woke the loop to hand back results."""
-
-    @property
-    def threads_started(self) -> int:
-        """Worker threads started so far."""
-        return self._started
 
     def is_cpu_bound(self, key: Hashable) -> bool:
         """Whether the recent bodies called with ``key`` were CPU-bound."""
@@ -463,7 +456,6 @@ class TaskThreads:
             # bounds the wait, should that body hang.
             return
         self._wake_pending = True
-        self.wakeups += 1
         loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
